@@ -1,0 +1,259 @@
+//! Managing a domain's aliases, and counting what limits count.
+//!
+//! An alias lives at `mail=<address>,ou=aliases,<domain entry>`. Creating or changing one
+//! checks, in order: the address and every target are valid addresses, the address is in the
+//! domain, no entry anywhere already has the address (the directory's slapo-unique constraint is
+//! the backstop for a race between two writers), the domain's and tenant's `mailfoldMaxAliases`
+//! allow one more, and the targets do not lead back to the alias.
+//!
+//! Writes are made with the backend's own identity. The JSON API will make tenant writes as the
+//! tenant administrator instead, so that the directory's ACLs confine them.
+
+use crate::Directory;
+use crate::address::Address;
+use crate::backend::{Change, Scope};
+use crate::dn::rdn;
+use crate::entry::Entry;
+use crate::error::{DirectoryError, Result};
+use crate::filter::Filter;
+use crate::model::{Alias, DomainResolution, LocalDomain, Skip, Status, strictest};
+use crate::resolve::Found;
+
+/// Most targets one alias may have: beyond this it is a mailing list, not an alias.
+pub const MAX_TARGETS: usize = 1000;
+
+/// A new alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAlias {
+    /// Its address, in the domain it is created in.
+    pub address: String,
+    /// Where mail goes: local or external addresses.
+    pub targets: Vec<String>,
+    /// Free text for the tenant's own use.
+    pub description: Option<String>,
+}
+
+/// A change to an alias; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AliasUpdate {
+    /// New targets.
+    pub targets: Option<Vec<String>>,
+    /// New description; `Some(None)` removes it.
+    pub description: Option<Option<String>>,
+    /// New status.
+    pub status: Option<Status>,
+}
+
+impl Directory {
+    /// The aliases of a local domain, sorted by address.
+    pub async fn aliases(&self, domain: &str) -> Result<Vec<Alias>> {
+        let domain = self.primary_domain(domain).await?;
+        let mut aliases = self
+            .entries_below(&format!("ou=aliases,{}", domain.dn), "mailfoldAlias")
+            .await?
+            .iter()
+            .map(Alias::from_entry)
+            .collect::<Result<Vec<_>>>()?;
+        aliases.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(aliases)
+    }
+
+    /// The alias with this address.
+    pub async fn alias(&self, address: &str) -> Result<Alias> {
+        let address = Address::parse(address)?;
+        let domain = self.primary_domain(address.domain()).await?;
+        match self.find_address(&address, &domain).await? {
+            Some(Found::Alias(alias, _)) => Ok(alias),
+            _ => Err(DirectoryError::NotFound),
+        }
+    }
+
+    /// How many mailboxes a local domain has.
+    pub async fn count_mailboxes(&self, domain: &str) -> Result<u64> {
+        let domain = self.primary_domain(domain).await?;
+        let found = self.entries_below(&domain.dn, "mailfoldMailbox").await?;
+        Ok(found.len() as u64)
+    }
+
+    /// How many aliases a local domain has.
+    pub async fn count_aliases(&self, domain: &str) -> Result<u64> {
+        let domain = self.primary_domain(domain).await?;
+        Ok(self.entries_below(&domain.dn, "mailfoldAlias").await?.len() as u64)
+    }
+
+    /// Creates an alias in `domain`.
+    pub async fn create_alias(&self, domain: &str, new: NewAlias) -> Result<Alias> {
+        let domain = self.primary_domain(domain).await?;
+        let address = Address::parse(&new.address)?;
+        if address.domain() != domain.name.as_str() {
+            return Err(DirectoryError::Invalid(format!(
+                "{address} is not in {}",
+                domain.name
+            )));
+        }
+        let targets = valid_targets(&new.targets)?;
+
+        if self.address_in_use(&address).await? {
+            return Err(DirectoryError::Conflict(format!(
+                "{address} is already in use"
+            )));
+        }
+        self.check_alias_limits(&domain).await?;
+        self.check_no_loop(&address, &targets).await?;
+
+        let mut entry = Entry::new(format!(
+            "{},ou=aliases,{}",
+            rdn("mail", address.as_str()),
+            domain.dn
+        ));
+        entry.push("objectClass", "mailfoldAlias");
+        entry.push("mail", address.as_str());
+        entry.push("mailfoldAddress", address.as_str());
+        entry.set("mailfoldAliasTarget", targets);
+        if let Some(description) = new.description.filter(|d| !d.is_empty()) {
+            entry.push("description", description);
+        }
+
+        let added = self.timed("add", self.backend.add(entry.clone())).await;
+        if added == Err(DirectoryError::NotFound) {
+            // The domain has no ou=aliases yet: make it, then add again.
+            let mut container = Entry::new(format!("ou=aliases,{}", domain.dn));
+            container.push("objectClass", "organizationalUnit");
+            container.push("ou", "aliases");
+            match self.timed("add", self.backend.add(container)).await {
+                Ok(()) | Err(DirectoryError::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+            self.timed("add", self.backend.add(entry.clone())).await?;
+        } else {
+            added?;
+        }
+        self.changed();
+        Alias::from_entry(&entry)
+    }
+
+    /// Changes an alias.
+    pub async fn update_alias(&self, address: &str, update: AliasUpdate) -> Result<Alias> {
+        let current = self.alias(address).await?;
+        let mut changes = Vec::new();
+        if let Some(targets) = &update.targets {
+            let targets = valid_targets(targets)?;
+            self.check_no_loop(&current.address, &targets).await?;
+            changes.push(Change::Replace("mailfoldAliasTarget".into(), targets));
+        }
+        if let Some(description) = update.description {
+            let values = description.filter(|d| !d.is_empty()).into_iter().collect();
+            changes.push(Change::Replace("description".into(), values));
+        }
+        if let Some(status) = update.status {
+            changes.push(Change::Replace(
+                "mailfoldStatus".into(),
+                vec![status.as_str().into()],
+            ));
+        }
+        if !changes.is_empty() {
+            self.timed("modify", self.backend.modify(&current.dn, changes))
+                .await?;
+            self.changed();
+        }
+        self.alias(address).await
+    }
+
+    /// Deletes an alias.
+    pub async fn delete_alias(&self, address: &str) -> Result<()> {
+        let current = self.alias(address).await?;
+        self.timed("delete", self.backend.delete(&current.dn))
+            .await?;
+        self.changed();
+        Ok(())
+    }
+
+    /// The local domain by its primary name; alias names and foreign domains are not found.
+    async fn primary_domain(&self, name: &str) -> Result<std::sync::Arc<LocalDomain>> {
+        match self.resolve_domain(name).await? {
+            DomainResolution::Local(domain) => Ok(domain),
+            _ => Err(DirectoryError::NotFound),
+        }
+    }
+
+    async fn entries_below(&self, base: &str, class: &'static str) -> Result<Vec<Entry>> {
+        self.timed(
+            "search",
+            self.backend
+                .search(base, Scope::Subtree, &Filter::class(class)),
+        )
+        .await
+    }
+
+    /// Whether any entry claims `address`.
+    async fn address_in_use(&self, address: &Address) -> Result<bool> {
+        let filter = Filter::equal("mailfoldAddress", address.as_str());
+        let found = self
+            .timed(
+                "search",
+                self.backend.search(&self.base_dn, Scope::Subtree, &filter),
+            )
+            .await?;
+        Ok(!found.is_empty())
+    }
+
+    /// `mailfoldMaxAliases` of the domain counts its aliases; the tenant's counts all of the
+    /// tenant's.
+    async fn check_alias_limits(&self, domain: &LocalDomain) -> Result<()> {
+        let domain_limit = strictest(&[domain.limits.max_aliases]);
+        if domain_limit > 0
+            && self.entries_below(&domain.dn, "mailfoldAlias").await?.len() as u64 >= domain_limit
+        {
+            return Err(DirectoryError::LimitReached(format!(
+                "{} may have at most {domain_limit} aliases",
+                domain.name
+            )));
+        }
+        let tenant_limit = strictest(&[domain.tenant.limits.max_aliases]);
+        if tenant_limit > 0
+            && self
+                .entries_below(&domain.tenant.dn, "mailfoldAlias")
+                .await?
+                .len() as u64
+                >= tenant_limit
+        {
+            return Err(DirectoryError::LimitReached(format!(
+                "tenant {} may have at most {tenant_limit} aliases",
+                domain.tenant.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses targets whose expansion leads back to `address`.
+    async fn check_no_loop(&self, address: &Address, targets: &[String]) -> Result<()> {
+        let expansion = self.expand(targets, address.clone()).await?;
+        let loops_back = expansion.skipped.iter().any(|(target, skip)| {
+            *skip == Skip::Loop && Address::parse(target).as_ref() == Ok(address)
+        });
+        if loops_back {
+            return Err(DirectoryError::Conflict(format!(
+                "the targets lead back to {address}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Every target validated and normalised, duplicates dropped; none at all is invalid.
+fn valid_targets(targets: &[String]) -> Result<Vec<String>> {
+    if targets.is_empty() || targets.len() > MAX_TARGETS {
+        return Err(DirectoryError::Invalid(format!(
+            "an alias needs 1 to {MAX_TARGETS} targets"
+        )));
+    }
+    let mut valid: Vec<String> = Vec::with_capacity(targets.len());
+    for target in targets {
+        let address = Address::parse(target.trim())
+            .map_err(|e| DirectoryError::Invalid(format!("target {target:?}: {e}")))?;
+        if !valid.iter().any(|v| v == address.as_str()) {
+            valid.push(address.to_string());
+        }
+    }
+    Ok(valid)
+}

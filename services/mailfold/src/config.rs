@@ -1,0 +1,671 @@
+//! The configuration file: TOML, read in two phases.
+//!
+//! Phase one is TOML syntax: the file becomes a table, or one syntax error is reported. Phase
+//! two walks that table key by key into the validated [`Config`], collecting every problem (an
+//! unknown key, a value of the wrong type, a port that does not parse, a missing CA file) with
+//! its key path, so that `mailfold check-config` reports them all at once. A raw serde struct
+//! would stop at the first type error, which is why phase two is written out by hand.
+//!
+//! Relative paths are relative to the folder of the configuration file, not to the working
+//! directory of whoever starts the process. Every option and its default is documented in
+//! docs/configuration.md.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mailfold_directory::dn::Dn;
+use mailfold_directory::{BackendConfig, CacheConfig, DirectoryConfig, LdapConfig, LdifConfig};
+use mailfold_telemetry::LogFormat;
+
+/// A role the process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// HTTP: health, readiness, metrics.
+    Api,
+}
+
+impl Role {
+    fn parse(name: &str) -> Option<Role> {
+        match name {
+            "api" => Some(Role::Api),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Api => "api",
+        })
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Roles to run.
+    pub roles: Vec<Role>,
+    /// Where the process keeps state (LDIF directory, generated certificates, spool).
+    pub state_dir: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// The directory.
+    pub directory: DirectoryConfig,
+    /// The HTTP role.
+    pub api: ApiConfig,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A tracing filter directive (`info`, `mailfold_directory=debug,info`).
+    pub filter: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// One problem in the file, with the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path (`directory.ldap.url`), empty for the file as a whole.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let whole = |message: String| {
+        vec![ConfigError {
+            key: String::new(),
+            message,
+        }]
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| whole(format!("reading {}: {e}", path.display())))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &base)
+}
+
+/// Validates configuration text; relative paths are taken from `base`.
+pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    // Phase one: TOML syntax.
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        vec![ConfigError {
+            key: String::new(),
+            message: format!("invalid toml: {}", e.message()),
+        }]
+    })?;
+
+    // Phase two: every key, every error.
+    let mut errors = Errors {
+        base: base.to_path_buf(),
+        list: Vec::new(),
+    };
+    let mut root = Section {
+        path: String::new(),
+        table,
+    };
+    let config = read_config(&mut root, &mut errors);
+    root.finish(&mut errors);
+    match config {
+        Some(config) if errors.list.is_empty() => Ok(config),
+        _ => Err(errors.list),
+    }
+}
+
+fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
+    let roles = read_roles(root, errors);
+    let state_dir = root
+        .path("state_dir", errors)
+        .unwrap_or_else(|| errors.base.join("var"));
+
+    let mut log = root.section("log", errors);
+    let filter = log
+        .string("level", errors)
+        .unwrap_or_else(|| "info".to_string());
+    if let Err(e) = mailfold_telemetry::parse_filter(&filter) {
+        errors.add(&log.key("level"), e.to_string());
+    }
+    let format = match log.string("format", errors).as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            errors.add(
+                &log.key("format"),
+                format!("unknown format {other:?}: text or json"),
+            );
+            LogFormat::Text
+        }
+    };
+    log.finish(errors);
+
+    let directory = read_directory(root, errors);
+
+    let mut api = root.section("api", errors);
+    let listen = api
+        .strings("listen", errors)
+        .unwrap_or_else(|| vec!["127.0.0.1:8080".into()]);
+    let listen: Vec<SocketAddr> = listen
+        .iter()
+        .filter_map(|text| match text.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                errors.add(
+                    &api.key("listen"),
+                    format!("{text:?} is not an ip:port address"),
+                );
+                None
+            }
+        })
+        .collect();
+    if roles.contains(&Role::Api) && listen.is_empty() {
+        errors.add(
+            &api.key("listen"),
+            "the api role needs at least one address".into(),
+        );
+    }
+    api.finish(errors);
+
+    Some(Config {
+        roles,
+        state_dir,
+        log: LogConfig { filter, format },
+        directory: directory?,
+        api: ApiConfig { listen },
+    })
+}
+
+fn read_roles(root: &mut Section, errors: &mut Errors) -> Vec<Role> {
+    let names = root
+        .strings("roles", errors)
+        .unwrap_or_else(|| vec!["api".into()]);
+    let mut roles = Vec::new();
+    for name in names {
+        match Role::parse(&name) {
+            Some(role) if !roles.contains(&role) => roles.push(role),
+            Some(_) => {}
+            None => errors.add("roles", format!("unknown role {name:?}; available: api")),
+        }
+    }
+    roles
+}
+
+fn read_directory(root: &mut Section, errors: &mut Errors) -> Option<DirectoryConfig> {
+    let mut section = root.section("directory", errors);
+    let base_dn = section.string("base_dn", errors);
+    match &base_dn {
+        None => errors.add(&section.key("base_dn"), "required".into()),
+        Some(dn) if Dn::parse(dn).map(|d| d.depth() == 0).unwrap_or(true) => {
+            errors.add(&section.key("base_dn"), format!("{dn:?} is not a valid dn"));
+        }
+        Some(_) => {}
+    }
+    let max_alias_depth = section
+        .integer("max_alias_depth", 1, 64, errors)
+        .unwrap_or(8) as usize;
+    let recipient_delimiter = match section.string("recipient_delimiter", errors) {
+        None => Some('+'),
+        Some(text) if text.is_empty() => None,
+        Some(text) => {
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) if "+-_=".contains(c) => Some(c),
+                _ => {
+                    errors.add(
+                        &section.key("recipient_delimiter"),
+                        "one of + - _ = or \"\"".into(),
+                    );
+                    None
+                }
+            }
+        }
+    };
+
+    let cache = read_cache(&mut section, errors);
+    let kind = section.string("backend", errors);
+    let mut ldif = section.section("ldif", errors);
+    let mut ldap = section.section("ldap", errors);
+    let backend = match kind.as_deref() {
+        Some("ldif") => read_ldif(&mut ldif, errors).map(BackendConfig::Ldif),
+        Some("ldap") => read_ldap(&mut ldap, errors).map(BackendConfig::Ldap),
+        Some(other) => {
+            errors.add(
+                &section.key("backend"),
+                format!("unknown backend {other:?}: ldap or ldif"),
+            );
+            None
+        }
+        None => {
+            errors.add(&section.key("backend"), "required: ldap or ldif".into());
+            None
+        }
+    };
+    // The unused backend's section may stay in the file, for switching back and forth.
+    // Its keys are consumed so that they are not reported as unknown; what it lacks is not an
+    // error, since it is not used.
+    let mut unused = Errors {
+        base: errors.base.clone(),
+        list: Vec::new(),
+    };
+    if kind.as_deref() != Some("ldif") && !ldif.table.is_empty() {
+        let _ = read_ldif(&mut ldif, &mut unused);
+    }
+    if kind.as_deref() != Some("ldap") && !ldap.table.is_empty() {
+        let _ = read_ldap(&mut ldap, &mut unused);
+    }
+    ldif.finish(errors);
+    ldap.finish(errors);
+    section.finish(errors);
+
+    Some(DirectoryConfig {
+        base_dn: base_dn?,
+        backend: backend?,
+        cache,
+        max_alias_depth,
+        recipient_delimiter,
+    })
+}
+
+fn read_cache(directory: &mut Section, errors: &mut Errors) -> CacheConfig {
+    let defaults = CacheConfig::default();
+    let mut section = directory.section("cache", errors);
+    let config = CacheConfig {
+        ttl: section.duration("ttl", errors).unwrap_or(defaults.ttl),
+        negative_ttl: section
+            .duration("negative_ttl", errors)
+            .unwrap_or(defaults.negative_ttl),
+        max_entries: section
+            .integer("max_entries", 0, 10_000_000, errors)
+            .map(|n| n as usize)
+            .unwrap_or(defaults.max_entries),
+    };
+    section.finish(errors);
+    config
+}
+
+fn read_ldif(section: &mut Section, errors: &mut Errors) -> Option<LdifConfig> {
+    let path = section.path("path", errors);
+    let seed = section.path("seed", errors);
+    if path.is_none() {
+        errors.add(
+            &section.key("path"),
+            "required with backend = \"ldif\"".into(),
+        );
+    }
+    if let Some(seed) = &seed {
+        if !seed.is_file() {
+            errors.add(
+                &section.key("seed"),
+                format!("{} is not a readable file", seed.display()),
+            );
+        }
+    }
+    Some(LdifConfig { path: path?, seed })
+}
+
+fn read_ldap(section: &mut Section, errors: &mut Errors) -> Option<LdapConfig> {
+    let url = section.string("url", errors);
+    let starttls = section.boolean("starttls", errors).unwrap_or(false);
+    let ca_file = section.path("ca_file", errors);
+    let bind_dn = section.string("bind_dn", errors);
+    let password = section.string("bind_password", errors);
+    let password_file = section.path("bind_password_file", errors);
+    let pool_size = section.integer("pool_size", 1, 1024, errors).unwrap_or(8) as usize;
+    let timeout = section
+        .duration("timeout", errors)
+        .unwrap_or(Duration::from_secs(5));
+
+    match url.as_deref() {
+        None => errors.add(
+            &section.key("url"),
+            "required with backend = \"ldap\"".into(),
+        ),
+        Some(url) if url.starts_with("ldaps://") && starttls => {
+            errors.add(
+                &section.key("starttls"),
+                "starttls cannot be used with ldaps://".into(),
+            );
+        }
+        Some(url) if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) => {
+            errors.add(
+                &section.key("url"),
+                format!("{url:?} must start with ldap:// or ldaps://"),
+            );
+        }
+        Some(_) => {}
+    }
+    let tls = starttls || url.as_deref().is_some_and(|u| u.starts_with("ldaps://"));
+    match &ca_file {
+        None if tls => errors.add(
+            &section.key("ca_file"),
+            "required for ldaps:// or starttls".into(),
+        ),
+        Some(file) if !file.is_file() => {
+            errors.add(
+                &section.key("ca_file"),
+                format!("{} is not a readable file", file.display()),
+            );
+        }
+        _ => {}
+    }
+    if bind_dn.as_deref().is_none_or(|dn| Dn::parse(dn).is_err()) {
+        errors.add(
+            &section.key("bind_dn"),
+            "required: the service account's dn".into(),
+        );
+    }
+    let bind_password = match (password, password_file) {
+        (Some(_), Some(_)) => {
+            errors.add(
+                &section.key("bind_password_file"),
+                "set bind_password or this, not both".into(),
+            );
+            None
+        }
+        (Some(password), None) => Some(password),
+        (None, Some(file)) => match std::fs::read_to_string(&file) {
+            // A secret file usually ends in a newline that is not part of the secret.
+            Ok(secret) => Some(secret.trim_end_matches(['\n', '\r']).to_string()),
+            Err(e) => {
+                errors.add(
+                    &section.key("bind_password_file"),
+                    format!("reading {}: {e}", file.display()),
+                );
+                None
+            }
+        },
+        (None, None) => {
+            errors.add(
+                &section.key("bind_password"),
+                "required (or bind_password_file)".into(),
+            );
+            None
+        }
+    };
+
+    Some(LdapConfig {
+        url: url?,
+        starttls,
+        ca_file,
+        bind_dn: bind_dn?,
+        bind_password: bind_password?,
+        pool_size,
+        timeout,
+    })
+}
+
+/// The problems found so far, and the folder relative paths start from.
+struct Errors {
+    base: PathBuf,
+    list: Vec<ConfigError>,
+}
+
+impl Errors {
+    fn add(&mut self, key: &str, message: String) {
+        self.list.push(ConfigError {
+            key: key.to_string(),
+            message,
+        });
+    }
+}
+
+/// One table of the file; keys are removed as they are read, and what is left is unknown.
+struct Section {
+    path: String,
+    table: toml::Table,
+}
+
+impl Section {
+    fn key(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Option<toml::Value> {
+        self.table.remove(name)
+    }
+
+    fn wrong_type(&self, name: &str, expected: &str, errors: &mut Errors) {
+        errors.add(&self.key(name), format!("expected {expected}"));
+    }
+
+    fn section(&mut self, name: &str, errors: &mut Errors) -> Section {
+        let path = self.key(name);
+        match self.take(name) {
+            Some(toml::Value::Table(table)) => Section { path, table },
+            Some(_) => {
+                self.wrong_type(name, "a table", errors);
+                Section {
+                    path,
+                    table: toml::Table::new(),
+                }
+            }
+            None => Section {
+                path,
+                table: toml::Table::new(),
+            },
+        }
+    }
+
+    fn string(&mut self, name: &str, errors: &mut Errors) -> Option<String> {
+        match self.take(name)? {
+            toml::Value::String(text) => Some(text),
+            _ => {
+                self.wrong_type(name, "a string", errors);
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, name: &str, errors: &mut Errors) -> Option<Vec<String>> {
+        match self.take(name)? {
+            toml::Value::Array(items) => {
+                let texts: Option<Vec<String>> = items
+                    .into_iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                if texts.is_none() {
+                    self.wrong_type(name, "a list of strings", errors);
+                }
+                texts
+            }
+            _ => {
+                self.wrong_type(name, "a list of strings", errors);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &str, errors: &mut Errors) -> Option<bool> {
+        match self.take(name)? {
+            toml::Value::Boolean(value) => Some(value),
+            _ => {
+                self.wrong_type(name, "true or false", errors);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, name: &str, min: i64, max: i64, errors: &mut Errors) -> Option<i64> {
+        match self.take(name)? {
+            toml::Value::Integer(value) if (min..=max).contains(&value) => Some(value),
+            toml::Value::Integer(_) => {
+                errors.add(&self.key(name), format!("must be between {min} and {max}"));
+                None
+            }
+            _ => {
+                self.wrong_type(name, "an integer", errors);
+                None
+            }
+        }
+    }
+
+    /// A path; relative ones are taken from the configuration file's folder.
+    fn path(&mut self, name: &str, errors: &mut Errors) -> Option<PathBuf> {
+        let text = self.string(name, errors)?;
+        if text.is_empty() {
+            errors.add(&self.key(name), "empty path".into());
+            return None;
+        }
+        Some(errors.base.join(text))
+    }
+
+    /// A duration written with a unit: `250ms`, `5s`, `2m`, `1h`.
+    fn duration(&mut self, name: &str, errors: &mut Errors) -> Option<Duration> {
+        let text = self.string(name, errors)?;
+        let parsed = parse_duration(&text);
+        if parsed.is_none() {
+            errors.add(
+                &self.key(name),
+                format!("{text:?} is not a duration like 250ms, 5s, 2m, 1h"),
+            );
+        }
+        parsed
+    }
+
+    /// Reports every key nobody read.
+    fn finish(self, errors: &mut Errors) {
+        for name in self.table.keys() {
+            errors.add(&self.key(name), "unknown key".into());
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => number,
+        "s" => number.checked_mul(1000)?,
+        "m" => number.checked_mul(60_000)?,
+        "h" => number.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        parse(text, Path::new("/etc/mailfold"))
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    const LDIF: &str = "[directory]\nbackend = \"ldif\"\nbase_dn = \"dc=example,dc=test\"\n\
+                        [directory.ldif]\npath = \"dir.ldif\"\n";
+
+    #[test]
+    fn a_minimal_ldif_configuration_is_valid_with_defaults() {
+        let config = parse(LDIF, Path::new("/etc/mailfold")).unwrap();
+        assert_eq!(config.roles, vec![Role::Api]);
+        assert_eq!(config.state_dir, PathBuf::from("/etc/mailfold/var"));
+        assert_eq!(config.api.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        let BackendConfig::Ldif(ldif) = &config.directory.backend else {
+            panic!("ldif")
+        };
+        assert_eq!(ldif.path, PathBuf::from("/etc/mailfold/dir.ldif"));
+        assert_eq!(config.directory.recipient_delimiter, Some('+'));
+        assert_eq!(config.directory.cache, CacheConfig::default());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let text = format!(
+            "roles = [\"api\", \"smtpp\"]\ncolour = \"blue\"\n{LDIF}\
+             [directory.cache]\nttl = \"soon\"\nmax_entries = \"many\"\n\
+             [api]\nlisten = [\"localhost\"]\n[log]\nformat = \"xml\"\n"
+        );
+        let errors = errors_of(&text);
+        for expected in [
+            "roles: unknown role \"smtpp\"",
+            "colour: unknown key",
+            "directory.cache.ttl: \"soon\" is not a duration",
+            "directory.cache.max_entries: expected an integer",
+            "api.listen: \"localhost\" is not an ip:port address",
+            "log.format: unknown format \"xml\"",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(expected)),
+                "{expected} not in {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ldap_needs_a_url_credentials_and_a_ca_for_tls() {
+        let text = "[directory]\nbackend = \"ldap\"\nbase_dn = \"dc=x\"\n\
+                    [directory.ldap]\nurl = \"ldaps://127.0.0.1:636\"\ntimeout = \"2s\"\n";
+        let errors = errors_of(text);
+        for expected in [
+            "directory.ldap.ca_file",
+            "directory.ldap.bind_dn",
+            "directory.ldap.bind_password",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(expected)),
+                "{expected} not in {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bind_password_can_come_from_a_file_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        let text = "[directory]\nbackend = \"ldap\"\nbase_dn = \"dc=x\"\n[directory.ldap]\n\
+                    url = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=reader,dc=x\"\n\
+                    bind_password_file = \"secret\"\n";
+        let config = parse(text, dir.path()).unwrap();
+        let BackendConfig::Ldap(ldap) = config.directory.backend else {
+            panic!("ldap")
+        };
+        assert_eq!(ldap.bind_password, "s3cret");
+    }
+
+    #[test]
+    fn invalid_toml_is_one_error_with_a_reason() {
+        let errors = errors_of("[directory\nbackend=");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("invalid toml"), "{errors:?}");
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+    }
+}
