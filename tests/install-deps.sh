@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on Debian 12, when it is missing. Safe to run again.
+#
+#   slapd, ldap-utils   the private OpenLDAP servers of the directory suites
+#   openssl             certificates for the TLS tests
+#   curl                the HTTP client of the binary suite
+set -euo pipefail
+
+packages=(slapd ldap-utils openssl curl)
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "tests/install-deps.sh: cargo-nextest not found; installing it with cargo" >&2
+  cargo install --locked cargo-nextest
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "tests/install-deps.sh: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+$sudo apt-get update -qq
+# slapd's package scripts would otherwise ask for an admin password.
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
