@@ -80,7 +80,8 @@ impl Dn {
                 kind.push(c);
             }
             let kind = kind.trim().to_ascii_lowercase();
-            if !has_equals || kind.is_empty()
+            if !has_equals
+                || kind.is_empty()
                 || !kind
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')

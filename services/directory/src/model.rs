@@ -183,7 +183,7 @@ pub struct Limits {
     pub max_mailboxes: Option<u64>,
     /// `mailfoldMaxAliases`.
     pub max_aliases: Option<u64>,
-    /// `mailfoldMaxQuotaBytes`: the sum of the mailboxes' quotas.
+    /// `mailfoldMaxQuotaBytes`: the largest quota a mailbox below may be given.
     pub max_quota_bytes: Option<u64>,
     /// `mailfoldDefaultQuotaBytes`: quota of a mailbox that sets none.
     pub default_quota_bytes: Option<u64>,

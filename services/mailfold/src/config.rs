@@ -313,13 +313,11 @@ fn read_ldif(section: &mut Section, errors: &mut Errors) -> Option<LdifConfig> {
             "required with backend = \"ldif\"".into(),
         );
     }
-    if let Some(seed) = &seed {
-        if !seed.is_file() {
-            errors.add(
-                &section.key("seed"),
-                format!("{} is not a readable file", seed.display()),
-            );
-        }
+    if let Some(seed) = &seed
+        && !seed.is_file()
+    {
+        let message = format!("{} is not a readable file", seed.display());
+        errors.add(&section.key("seed"), message);
     }
     Some(LdifConfig { path: path?, seed })
 }

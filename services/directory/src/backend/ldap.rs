@@ -6,7 +6,7 @@
 //! every later search on it.
 //!
 //! Every operation has a timeout, and ldap3 reports LDAP result codes inside `Ok`, so each
-//! result goes through [`check`]. A pooled connection that failed at the transport level is
+//! result has its code checked (`check`, `code_error`). A pooled connection that failed at the transport level is
 //! detached from the pool rather than returned to it, and the operation is tried once more on
 //! a fresh connection: after a server restart every pooled connection is dead, and the first
 //! request should not be the one that pays for it.

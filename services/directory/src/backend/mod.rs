@@ -1,7 +1,7 @@
 //! The storage behind the directory: an LDAP server or an LDIF file.
 //!
 //! Both backends offer the same few primitives (search, read, bind, add, modify, delete) over
-//! [`Entry`] values, and the directory logic in [`crate::resolve`] and friends is written once
+//! [`Entry`] values, and the directory logic in `resolve`, `auth` and `aliases` is written once
 //! above them. That is how the two stay identical: the LDIF backend evaluates the same
 //! [`Filter`] trees that the LDAP backend sends, and reports the same errors a server would
 //! (no such object, already exists, constraint violation).

@@ -1,0 +1,162 @@
+//! The directory the suites test against, behind either backend.
+//!
+//! The data is `examples/quickstart.ldif` followed by `tests/data/conformance.ldif`: the quick
+//! start is tested as shipped, and the extra file adds the awkward cases. The LDAP form loads
+//! both files into a private slapd; the LDIF form concatenates them into one file in a
+//! temporary folder, which the backend then owns and rewrites.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mailfold_directory::{
+    BackendConfig, CacheConfig, Directory, DirectoryConfig, LdapConfig, LdifConfig,
+};
+
+use crate::repo_root;
+use crate::slapd::{Slapd, SlapdOptions};
+
+/// The suffix of the test data.
+pub const SUFFIX: &str = "dc=example,dc=test";
+/// The read-write service account of the test data, and its password.
+pub const API_ACCOUNT: (&str, &str) = ("cn=api,ou=system,dc=example,dc=test", "api-pw");
+/// The read-only service account of the test data, and its password.
+pub const READER_ACCOUNT: (&str, &str) = ("cn=reader,ou=system,dc=example,dc=test", "reader-pw");
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A private slapd.
+    Ldap,
+    /// An LDIF file.
+    Ldif,
+}
+
+/// The data files, in load order.
+pub fn data_files() -> Vec<PathBuf> {
+    let root = repo_root();
+    vec![
+        root.join("examples/quickstart.ldif"),
+        root.join("tests/data/conformance.ldif"),
+    ]
+}
+
+/// A running test directory: the backend's resources and a [`Directory`] over them.
+pub struct TestDirectory {
+    /// The directory under test.
+    pub directory: Directory,
+    /// The slapd behind it, for the LDAP kind.
+    pub slapd: Option<Slapd>,
+    /// The registry the directory's metrics are in.
+    pub registry: prometheus::Registry,
+    /// The validated settings it was opened with.
+    pub config: DirectoryConfig,
+    _folder: tempfile::TempDir,
+}
+
+/// Options for [`TestDirectory::start`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Backend kind.
+    pub kind: Kind,
+    /// Cache settings; the default turns caching off so each test sees the backend.
+    pub cache: CacheConfig,
+    /// Per-operation timeout of the LDAP backend.
+    pub timeout: Duration,
+    /// Service account `(dn, password)` of the LDAP backend.
+    pub account: (&'static str, &'static str),
+    /// Serve LDAP over TLS: `Some(false)` StartTLS, `Some(true)` LDAPS.
+    pub tls: Option<bool>,
+}
+
+impl Options {
+    /// Defaults for `kind`: no cache, 2 s timeout, the read-write account, plain LDAP.
+    pub fn new(kind: Kind) -> Options {
+        let cache = CacheConfig {
+            ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            max_entries: 0,
+        };
+        Options {
+            kind,
+            cache,
+            timeout: Duration::from_secs(2),
+            account: API_ACCOUNT,
+            tls: None,
+        }
+    }
+}
+
+impl TestDirectory {
+    /// Starts the backend with the test data and opens a directory on it.
+    pub fn start(options: Options) -> TestDirectory {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let (backend, slapd) = match options.kind {
+            Kind::Ldif => {
+                let path = folder.path().join("directory.ldif");
+                let mut text = String::new();
+                for file in data_files() {
+                    text.push_str(&std::fs::read_to_string(&file).expect("test data"));
+                    text.push('\n');
+                }
+                std::fs::write(&path, text).expect("writing test ldif");
+                (BackendConfig::Ldif(LdifConfig { path, seed: None }), None)
+            }
+            Kind::Ldap => {
+                let slapd = Slapd::start(SlapdOptions {
+                    suffix: SUFFIX.to_string(),
+                    data: data_files(),
+                    tls: options.tls.is_some(),
+                })
+                .unwrap_or_else(|e| panic!("starting slapd: {e}"));
+                let url = match options.tls {
+                    Some(true) => slapd.ldaps_url().expect("ldaps url"),
+                    _ => slapd.url(),
+                };
+                let config = LdapConfig {
+                    url,
+                    starttls: options.tls == Some(false),
+                    ca_file: slapd.ca_file().map(PathBuf::from),
+                    bind_dn: options.account.0.to_string(),
+                    bind_password: options.account.1.to_string(),
+                    pool_size: 4,
+                    timeout: options.timeout,
+                };
+                (BackendConfig::Ldap(config), Some(slapd))
+            }
+        };
+        let config = DirectoryConfig {
+            base_dn: SUFFIX.to_string(),
+            backend,
+            cache: options.cache,
+            max_alias_depth: 8,
+            recipient_delimiter: Some('+'),
+        };
+        mailfold_net::install_crypto_provider();
+        let registry = prometheus::Registry::new();
+        let directory = Directory::open(&config, &registry).expect("opening the directory");
+        TestDirectory {
+            directory,
+            slapd,
+            registry,
+            config,
+            _folder: folder,
+        }
+    }
+
+    /// The value of a counter series in the directory's registry, 0 when absent.
+    pub fn counter(&self, name: &str, label: (&str, &str)) -> u64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric().iter())
+            .filter(|metric| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == label.0 && l.value() == label.1)
+            })
+            .map(|metric| metric.get_counter().get_value() as u64)
+            .sum()
+    }
+}
