@@ -66,6 +66,8 @@ pub struct Options {
     pub account: (&'static str, &'static str),
     /// Serve LDAP over TLS: `Some(false)` StartTLS, `Some(true)` LDAPS.
     pub tls: Option<bool>,
+    /// More entries, as LDIF text, loaded after the standard data.
+    pub extra: Option<String>,
 }
 
 impl Options {
@@ -82,6 +84,7 @@ impl Options {
             timeout: Duration::from_secs(2),
             account: API_ACCOUNT,
             tls: None,
+            extra: None,
         }
     }
 }
@@ -89,13 +92,26 @@ impl Options {
 impl TestDirectory {
     /// Starts the backend with the test data and opens a directory on it.
     pub fn start(options: Options) -> TestDirectory {
+        TestDirectory::try_start(options).unwrap_or_else(|e| panic!("opening the directory: {e}"))
+    }
+
+    /// Like [`TestDirectory::start`], but a directory that refuses to open is an error.
+    pub fn try_start(
+        options: Options,
+    ) -> Result<TestDirectory, mailfold_directory::DirectoryError> {
         let folder = tempfile::tempdir().expect("temporary folder");
+        let mut data = data_files();
+        if let Some(extra) = &options.extra {
+            let path = folder.path().join("extra.ldif");
+            std::fs::write(&path, extra).expect("writing extra test data");
+            data.push(path);
+        }
         let (backend, slapd) = match options.kind {
             Kind::Ldif => {
                 let path = folder.path().join("directory.ldif");
                 let mut text = String::new();
-                for file in data_files() {
-                    text.push_str(&std::fs::read_to_string(&file).expect("test data"));
+                for file in &data {
+                    text.push_str(&std::fs::read_to_string(file).expect("test data"));
                     text.push('\n');
                 }
                 std::fs::write(&path, text).expect("writing test ldif");
@@ -104,7 +120,7 @@ impl TestDirectory {
             Kind::Ldap => {
                 let slapd = Slapd::start(SlapdOptions {
                     suffix: SUFFIX.to_string(),
-                    data: data_files(),
+                    data,
                     tls: options.tls.is_some(),
                 })
                 .unwrap_or_else(|e| panic!("starting slapd: {e}"));
@@ -133,14 +149,14 @@ impl TestDirectory {
         };
         mailfold_net::install_crypto_provider();
         let registry = prometheus::Registry::new();
-        let directory = Directory::open(&config, &registry).expect("opening the directory");
-        TestDirectory {
+        let directory = Directory::open(&config, &registry)?;
+        Ok(TestDirectory {
             directory,
             slapd,
             registry,
             config,
             _folder: folder,
-        }
+        })
     }
 
     /// The value of a counter series in the directory's registry, 0 when absent.

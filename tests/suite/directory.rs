@@ -423,6 +423,18 @@ async fn injection_attempts_find_nothing(kind: Kind) {
     }
 }
 
+/// Creates an alias through the directory API.
+async fn create(
+    dir: &TestDirectory,
+    domain: &str,
+    address: &str,
+    targets: &[&str],
+) -> Result<mailfold_directory::Alias, DirectoryError> {
+    dir.directory
+        .create_alias(domain, new_alias(address, targets))
+        .await
+}
+
 fn new_alias(address: &str, targets: &[&str]) -> NewAlias {
     NewAlias {
         address: address.to_string(),
@@ -433,14 +445,14 @@ fn new_alias(address: &str, targets: &[&str]) -> NewAlias {
 
 async fn aliases_can_be_created_listed_updated_and_deleted(kind: Kind) {
     let dir = start(kind);
-    let created = dir
-        .directory
-        .create_alias(
-            "acme.test",
-            new_alias("Support@acme.test", &["carol@acme.test", "x@ext.example"]),
-        )
-        .await
-        .unwrap();
+    let created = create(
+        &dir,
+        "acme.test",
+        "Support@acme.test",
+        &["carol@acme.test", "x@ext.example"],
+    )
+    .await
+    .unwrap();
     assert_eq!(created.address.as_str(), "support@acme.test");
     let support = expansion(&dir, "support@acme.test").await;
     assert_eq!(addresses(&support), ["carol@acme.test"]);
@@ -490,46 +502,34 @@ async fn alias_changes_that_collide_or_loop_are_refused(kind: Kind) {
     let dir = start(kind);
     // robert@acme.test is bob's second address: taken, though no entry is named after it.
     for taken in ["robert@acme.test", "sales@acme.test", "alice@acme.test"] {
-        let result = dir
-            .directory
-            .create_alias("acme.test", new_alias(taken, &["dave@acme.test"]))
-            .await;
+        let result = create(&dir, "acme.test", taken, &["dave@acme.test"]).await;
         assert!(
             matches!(result, Err(DirectoryError::Conflict(_))),
             "{taken}: {result:?}"
         );
     }
-    let elsewhere = dir
-        .directory
-        .create_alias("acme.test", new_alias("x@globex.test", &["dave@acme.test"]))
-        .await;
+    let elsewhere = create(&dir, "acme.test", "x@globex.test", &["dave@acme.test"]).await;
     assert!(
         matches!(elsewhere, Err(DirectoryError::Invalid(_))),
         "{elsewhere:?}"
     );
-    let no_targets = dir
-        .directory
-        .create_alias("acme.test", new_alias("x@acme.test", &[]))
-        .await;
+    let no_targets = create(&dir, "acme.test", "x@acme.test", &[]).await;
     assert!(
         matches!(no_targets, Err(DirectoryError::Invalid(_))),
         "{no_targets:?}"
     );
-    let bad_target = dir
-        .directory
-        .create_alias("acme.test", new_alias("x@acme.test", &["a%b@c.test"]))
-        .await;
+    let bad_target = create(&dir, "acme.test", "x@acme.test", &["a%b@c.test"]).await;
     assert!(
         matches!(bad_target, Err(DirectoryError::Invalid(_))),
         "{bad_target:?}"
     );
-    let alias_domain = dir
-        .directory
-        .create_alias(
-            "acme-mail.test",
-            new_alias("x@acme-mail.test", &["dave@acme.test"]),
-        )
-        .await;
+    let alias_domain = create(
+        &dir,
+        "acme-mail.test",
+        "x@acme-mail.test",
+        &["dave@acme.test"],
+    )
+    .await;
     assert_eq!(alias_domain.unwrap_err(), DirectoryError::NotFound);
 
     // team -> sales already; sales -> team would close the loop.
@@ -542,10 +542,7 @@ async fn alias_changes_that_collide_or_loop_are_refused(kind: Kind) {
         matches!(looped, Err(DirectoryError::Conflict(_))),
         "{looped:?}"
     );
-    let pointing_at_itself = dir
-        .directory
-        .create_alias("acme.test", new_alias("me@acme.test", &["me@acme.test"]))
-        .await;
+    let pointing_at_itself = create(&dir, "acme.test", "me@acme.test", &["me@acme.test"]).await;
     assert!(
         matches!(pointing_at_itself, Err(DirectoryError::Conflict(_))),
         "{pointing_at_itself:?}"
@@ -561,21 +558,21 @@ async fn alias_limits_are_enforced(kind: Kind) {
     let dir = start(kind);
     // readonly.test may hold one alias; it has none yet, and no ou=aliases entry is needed
     // in advance: the directory creates it.
-    let first = dir
-        .directory
-        .create_alias(
-            "readonly.test",
-            new_alias("a@readonly.test", &["rita@readonly.test"]),
-        )
-        .await;
+    let first = create(
+        &dir,
+        "readonly.test",
+        "a@readonly.test",
+        &["rita@readonly.test"],
+    )
+    .await;
     assert!(first.is_ok(), "{first:?}");
-    let second = dir
-        .directory
-        .create_alias(
-            "readonly.test",
-            new_alias("b@readonly.test", &["rita@readonly.test"]),
-        )
-        .await;
+    let second = create(
+        &dir,
+        "readonly.test",
+        "b@readonly.test",
+        &["rita@readonly.test"],
+    )
+    .await;
     assert!(
         matches!(second, Err(DirectoryError::LimitReached(_))),
         "{second:?}"
@@ -623,11 +620,7 @@ async fn the_cache_answers_repeated_lookups(kind: Kind) {
     );
 
     // A change through the directory is visible at once.
-    dir.directory
-        .create_alias(
-            "acme.test",
-            new_alias("nobody@acme.test", &["alice@acme.test"]),
-        )
+    create(&dir, "acme.test", "nobody@acme.test", &["alice@acme.test"])
         .await
         .unwrap();
     assert_eq!(
@@ -675,19 +668,57 @@ async fn a_stopped_server_is_unavailable_within_the_timeout_and_a_restarted_one_
     assert!(dir.directory.ping().await.is_ok());
 }
 
+/// A second mailbox claiming bob's address. slapadd does not run slapo-unique, so this is how a
+/// directory with duplicate addresses (an import gone wrong) looks to Mailfold.
+const DUPLICATE_BOB: &str = "dn: uid=u-0999,ou=mailboxes,mailfoldDomainName=acme.test,ou=domains,\
+mailfoldTenantId=acme,o=tenants,dc=example,dc=test
+objectClass: inetOrgPerson
+objectClass: mailfoldMailbox
+uid: u-0999
+cn: Impostor
+sn: Impostor
+mail: impostor@acme.test
+mailfoldAddress: impostor@acme.test
+mailfoldAddress: bob@acme.test
+mailfoldMailShard: local
+mailfoldMailStore: 00/00/u-0999
+userPassword: {SSHA}06Xs7Uwm1aUsvsW0ZzWybdh8vU/mqV64
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_held_by_two_entries_is_never_resolved_to_either() {
+    let mut options = Options::new(Kind::Ldap);
+    options.extra = Some(DUPLICATE_BOB.to_string());
+    let dir = TestDirectory::start(options);
+    // Routing waits (temporary) rather than picking one; logging in is refused.
+    let routed = dir.directory.resolve_recipient("bob@acme.test").await;
+    assert!(
+        matches!(&routed, Err(DirectoryError::Inconsistent(_))),
+        "{routed:?}"
+    );
+    let logged = login(&dir, "bob@acme.test", "bob-pw", Service::Imap).await;
+    assert_eq!(refusal(logged), Refusal::Ambiguous);
+    let other = login(&dir, "bob@acme.test", "mallory-pw", Service::Imap).await;
+    assert_eq!(refusal(other), Refusal::Ambiguous);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ldif_file_with_an_address_held_twice_does_not_load() {
+    let mut options = Options::new(Kind::Ldif);
+    options.extra = Some(DUPLICATE_BOB.to_string());
+    let error = TestDirectory::try_start(options)
+        .err()
+        .expect("the load must fail");
+    assert!(error.to_string().contains("bob@acme.test"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_read_only_account_can_route_but_not_write() {
     let mut options = Options::new(Kind::Ldap);
     options.account = READER_ACCOUNT;
     let dir = TestDirectory::start(options);
     assert_eq!(mailbox(&dir, "alice@acme.test").await.id, "u-0001");
-    let write = dir
-        .directory
-        .create_alias(
-            "acme.test",
-            new_alias("new@acme.test", &["alice@acme.test"]),
-        )
-        .await;
+    let write = create(&dir, "acme.test", "new@acme.test", &["alice@acme.test"]).await;
     assert!(
         matches!(write, Err(DirectoryError::Forbidden(_))),
         "{write:?}"

@@ -16,7 +16,7 @@
 //! the depth limit, an inactive one, or an unknown local one. Catch-alls are not applied to
 //! alias targets: an alias pointing at a missing address is a mistake to show, not to hide.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::Directory;
@@ -51,13 +51,7 @@ impl Directory {
             Filter::class("mailfoldDomain"),
             Filter::equal("mailfoldDomainName", domain.as_str()),
         ]);
-        let mut found = self
-            .timed(
-                "search",
-                self.backend
-                    .search(&self.tenants_dn, Scope::Subtree, &filter),
-            )
-            .await?;
+        let mut found = self.search_tenants(&filter).await?;
         let resolution = match found.len() {
             0 => DomainResolution::NotLocal,
             1 => {
@@ -139,6 +133,14 @@ impl Directory {
         Address::parse(&format!("{base}@{}", address.domain())).ok()
     }
 
+    /// Entries under `o=tenants` that match `filter`.
+    pub(crate) async fn search_tenants(&self, filter: &Filter) -> Result<Vec<Entry>> {
+        let search = self
+            .backend
+            .search(&self.tenants_dn, Scope::Subtree, filter);
+        self.timed("search", search).await
+    }
+
     /// The entry for `address` in a domain already resolved: as given, then with the domain's
     /// primary name when the address used an alias name.
     async fn find_in(&self, address: &Address, domain: &Arc<LocalDomain>) -> Result<Option<Found>> {
@@ -167,13 +169,7 @@ impl Directory {
             ]),
             Filter::equal("mailfoldAddress", address.as_str()),
         ]);
-        let mut found = self
-            .timed(
-                "search",
-                self.backend
-                    .search(&self.tenants_dn, Scope::Subtree, &filter),
-            )
-            .await?;
+        let mut found = self.search_tenants(&filter).await?;
         if found.len() > 1 {
             return Err(DirectoryError::Inconsistent(format!(
                 "{} entries have the address {address}",
@@ -237,6 +233,7 @@ impl Directory {
         let mut expansion = Expansion::default();
         let mut seen: HashSet<Address> = HashSet::new();
         let mut mailbox_ids: HashSet<String> = HashSet::new();
+        let mut domains: HashMap<String, DomainResolution> = HashMap::new();
         // Depth first, in target order: the stack holds (target, path from the origin).
         let mut stack: Vec<(String, Vec<Address>)> = targets
             .iter()
@@ -257,7 +254,15 @@ impl Directory {
                 continue;
             }
 
-            let resolution = self.resolve_domain(address.domain()).await?;
+            // One lookup per distinct domain in an expansion, cache or no cache.
+            let resolution = match domains.get(address.domain()) {
+                Some(known) => known.clone(),
+                None => {
+                    let resolved = self.resolve_domain(address.domain()).await?;
+                    domains.insert(address.domain().to_string(), resolved.clone());
+                    resolved
+                }
+            };
             let Some(domain) = resolution.local() else {
                 expansion.external.push(address);
                 continue;
