@@ -68,6 +68,23 @@ fn main() {
                     }
                 }));
             }
+            if !cached {
+                // argon2id at the default cost: the hash dominates, whichever backend checks it.
+                runtime.block_on(measure(kind, "login ({ARGON2})", false, 160, {
+                    let directory = directory.clone();
+                    move || {
+                        let directory = directory.clone();
+                        async move {
+                            let login = directory.authenticate(
+                                "alice@acme.test",
+                                "alice-pw",
+                                Service::Imap,
+                            );
+                            assert!(login.await.is_ok());
+                        }
+                    }
+                }));
+            }
             drop(test.slapd);
         }
     }
