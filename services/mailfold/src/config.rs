@@ -10,6 +10,7 @@
 //! directory of whoever starts the process. Every option and its default is documented in
 //! docs/configuration.md.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ pub struct Config {
     pub directory: DirectoryConfig,
     /// The HTTP role.
     pub api: ApiConfig,
+    /// `[shards]`: shard id to root folder.
+    pub shards: BTreeMap<String, PathBuf>,
 }
 
 /// `[log]`.
@@ -161,6 +164,7 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
     log.finish(errors);
 
     let directory = read_directory(root, errors);
+    let shards = read_shards(root, errors);
 
     let mut api = root.section("api", errors);
     let listen = api
@@ -193,6 +197,7 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
         log: LogConfig { filter, format },
         directory: directory?,
         api: ApiConfig { listen },
+        shards,
     })
 }
 
@@ -285,6 +290,33 @@ fn read_directory(root: &mut Section, errors: &mut Errors) -> Option<DirectoryCo
         max_alias_depth,
         recipient_delimiter,
     })
+}
+
+/// `[shards]`: `id = "root folder"`. Ids are what `mailfoldMailShard` holds.
+fn read_shards(root: &mut Section, errors: &mut Errors) -> BTreeMap<String, PathBuf> {
+    let mut section = root.section("shards", errors);
+    let mut shards = BTreeMap::new();
+    let ids: Vec<String> = section.table.keys().cloned().collect();
+    for id in ids {
+        let valid_id = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let Some(path) = section.path(&id, errors) else {
+            continue;
+        };
+        if valid_id {
+            shards.insert(id, path);
+        } else {
+            errors.add(
+                &section.key(&id),
+                "shard ids are letters, digits, - and _".into(),
+            );
+        }
+    }
+    section.finish(errors);
+    shards
 }
 
 fn read_cache(directory: &mut Section, errors: &mut Errors) -> CacheConfig {
@@ -649,6 +681,21 @@ mod tests {
             panic!("ldap")
         };
         assert_eq!(ldap.bind_password, "s3cret");
+    }
+
+    #[test]
+    fn shards_map_ids_to_folders_relative_to_the_file() {
+        let text = format!("{LDIF}[shards]\nlocal = \"mail\"\nnfs-1 = \"/srv/mail\"\n");
+        let config = parse(&text, Path::new("/etc/mailfold")).unwrap();
+        assert_eq!(config.shards["local"], PathBuf::from("/etc/mailfold/mail"));
+        assert_eq!(config.shards["nfs-1"], PathBuf::from("/srv/mail"));
+        let bad = errors_of(&format!("{LDIF}[shards]\n\"a b\" = \"x\"\nc = 3\n"));
+        assert!(bad.iter().any(|e| e.starts_with("shards.a b:")), "{bad:?}");
+        assert!(
+            bad.iter()
+                .any(|e| e.starts_with("shards.c: expected a string")),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt::Write;
 use std::process::ExitCode;
 
 use mailfold_directory::{Directory, Expansion, Mailbox, Resolution};
+use mailfold_store::{QuotaLimit, Store};
 use mailfold_telemetry::Metrics;
 
 use crate::config::Config;
@@ -22,9 +23,10 @@ pub fn run(config: &Config, address: &str) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let directory = Directory::open(&config.directory, Metrics::new().registry())?;
+        let store = Store::new(config.shards.clone());
         match directory.resolve_recipient(address).await {
             Ok(resolution) => {
-                print!("{}", describe(address, &resolution));
+                print!("{}", describe(address, &resolution, &store));
                 Ok(if reaches_someone(&resolution) {
                     ExitCode::SUCCESS
                 } else {
@@ -54,21 +56,21 @@ fn reaches_someone(resolution: &Resolution) -> bool {
 }
 
 /// The text `lookup` prints.
-pub fn describe(address: &str, resolution: &Resolution) -> String {
+pub fn describe(address: &str, resolution: &Resolution, store: &Store) -> String {
     let mut out = String::new();
     match resolution {
         Resolution::Mailbox(mailbox) => {
             let _ = writeln!(out, "{address}: mailbox");
-            mailbox_lines(&mut out, mailbox, "  ");
+            mailbox_lines(&mut out, mailbox, "  ", store);
         }
         Resolution::Alias { alias, expansion } => {
             let _ = writeln!(out, "{address}: alias {}", alias.address);
             let _ = writeln!(out, "  targets: {}", alias.targets.join(", "));
-            expansion_lines(&mut out, expansion);
+            expansion_lines(&mut out, expansion, store);
         }
         Resolution::CatchAll { expansion } => {
             let _ = writeln!(out, "{address}: catch-all");
-            expansion_lines(&mut out, expansion);
+            expansion_lines(&mut out, expansion, store);
         }
         Resolution::Inactive { status } => {
             let _ = writeln!(out, "{address}: inactive ({status})");
@@ -83,7 +85,7 @@ pub fn describe(address: &str, resolution: &Resolution) -> String {
     out
 }
 
-fn mailbox_lines(out: &mut String, mailbox: &Mailbox, indent: &str) {
+fn mailbox_lines(out: &mut String, mailbox: &Mailbox, indent: &str, store: &Store) {
     let services: Vec<&str> = mailbox.services.iter().map(|s| s.as_str()).collect();
     let _ = writeln!(out, "{indent}address: {}", mailbox.address);
     let _ = writeln!(
@@ -106,12 +108,45 @@ fn mailbox_lines(out: &mut String, mailbox: &Mailbox, indent: &str) {
     if !mailbox.forward.is_empty() {
         let _ = writeln!(out, "{indent}forward: {}", mailbox.forward.join(", "));
     }
+    let quota = QuotaLimit {
+        bytes: mailbox.quota_bytes,
+        messages: mailbox.quota_messages,
+    };
+    match store.mailbox(&mailbox.shard, &mailbox.store, quota) {
+        Ok(maildir) if maildir.root().join("cur").is_dir() => match maildir.usage() {
+            Ok(usage) => {
+                let _ = writeln!(out, "{indent}maildir: {}", maildir.root().display());
+                let _ = writeln!(
+                    out,
+                    "{indent}usage: {} bytes, {} messages",
+                    usage.bytes, usage.messages
+                );
+            }
+            Err(error) => {
+                let _ = writeln!(
+                    out,
+                    "{indent}maildir: {} ({error})",
+                    maildir.root().display()
+                );
+            }
+        },
+        Ok(maildir) => {
+            let _ = writeln!(
+                out,
+                "{indent}maildir: {} (created on first delivery)",
+                maildir.root().display()
+            );
+        }
+        Err(error) => {
+            let _ = writeln!(out, "{indent}maildir: unavailable ({error})");
+        }
+    }
 }
 
-fn expansion_lines(out: &mut String, expansion: &Expansion) {
+fn expansion_lines(out: &mut String, expansion: &Expansion, store: &Store) {
     for mailbox in &expansion.mailboxes {
         let _ = writeln!(out, "  -> mailbox {}", mailbox.address);
-        mailbox_lines(out, mailbox, "       ");
+        mailbox_lines(out, mailbox, "       ", store);
     }
     for external in &expansion.external {
         let _ = writeln!(out, "  -> external {external}");

@@ -34,6 +34,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state folder {}", config.state_dir.display()))?;
+    create_local_shards(&config)?;
     let metrics = Metrics::new();
     let directory = Arc::new(
         Directory::open(&config.directory, metrics.registry()).context("opening the directory")?,
@@ -78,6 +79,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(grace = ?GRACE, "roles still busy after the grace period; exiting");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates the shard roots that lie inside the state folder (the quick start's). Any other
+/// root must exist already: a volume that failed to mount must not quietly become a folder
+/// on the container's own disk.
+fn create_local_shards(config: &Config) -> anyhow::Result<()> {
+    for (id, root) in &config.shards {
+        if root.starts_with(&config.state_dir) {
+            std::fs::create_dir_all(root)
+                .with_context(|| format!("creating shard {id} at {}", root.display()))?;
+        } else if !root.is_dir() {
+            tracing::warn!(shard = %id, root = %root.display(), "shard root missing; deliveries to it will wait");
+        }
+    }
     Ok(())
 }
 
