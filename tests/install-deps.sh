@@ -4,9 +4,10 @@
 #   slapd, ldap-utils   the private OpenLDAP servers of the directory suites
 #   openssl             certificates for the TLS tests
 #   curl                the HTTP client of the binary suite
+#   dovecot-imapd       doveadm, for the store's Maildir interoperability tests
 set -euo pipefail
 
-packages=(slapd ldap-utils openssl curl)
+packages=(slapd ldap-utils openssl curl dovecot-core dovecot-imapd)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

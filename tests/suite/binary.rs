@@ -20,7 +20,9 @@ fn quickstart_copy(folder: &Path, port: u16) -> PathBuf {
             "\"quickstart.ldif\"",
             &format!("{:?}", seed.display().to_string()),
         )
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:1110", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:1995", &format!("127.0.0.1:{}", free_port()));
     let path = folder.join("quickstart.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -164,7 +166,7 @@ fn check_config_accepts_the_quick_start() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(text.contains("ok (roles: api)"), "{text}");
+    assert!(text.contains("ok (roles: api, pop3)"), "{text}");
 }
 
 #[test]

@@ -25,12 +25,15 @@ use mailfold_telemetry::LogFormat;
 pub enum Role {
     /// HTTP: health, readiness, metrics.
     Api,
+    /// POP3 mailbox access.
+    Pop3,
 }
 
 impl Role {
     fn parse(name: &str) -> Option<Role> {
         match name {
             "api" => Some(Role::Api),
+            "pop3" => Some(Role::Pop3),
             _ => None,
         }
     }
@@ -40,6 +43,7 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Role::Api => "api",
+            Role::Pop3 => "pop3",
         })
     }
 }
@@ -59,6 +63,62 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[shards]`: shard id to root folder.
     pub shards: BTreeMap<String, PathBuf>,
+    /// `[tls]`: the server certificate; `None` means a self-signed one in the state folder.
+    pub tls: Option<TlsFiles>,
+    /// `[auth]`: login failure limits shared by the front-ends.
+    pub auth: AuthConfig,
+    /// The POP3 role.
+    pub pop3: Pop3Config,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[tls]`: PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub certificate: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Failed logins from one address allowed in `failure_window`.
+    pub max_failures_per_ip: u32,
+    /// Failed logins for one account allowed in `failure_window`.
+    pub max_failures_per_account: u32,
+    /// The window the two counts above cover.
+    pub failure_window: Duration,
+    /// Pause before the reply to a failed login.
+    pub failure_delay: Duration,
+}
+
+/// `[pop3]`.
+#[derive(Debug, Clone)]
+pub struct Pop3Config {
+    /// Plain listeners, with STLS.
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners.
+    pub listen_tls: Vec<SocketAddr>,
+    /// `never`, `loopback` or `always`.
+    pub plaintext: mailfold_pop3::Plaintext,
+    /// Idle time before autologout.
+    pub idle_timeout: Duration,
+    /// Read a PROXY protocol header first.
+    pub proxy_protocol: bool,
+    /// Most connections in all.
+    pub max_connections: usize,
+    /// Most connections from one address.
+    pub max_connections_per_ip: usize,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Distinct tenant labels before the rest fold into `other`.
+    pub max_tenants: usize,
 }
 
 /// `[log]`.
@@ -165,24 +225,19 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
 
     let directory = read_directory(root, errors);
     let shards = read_shards(root, errors);
+    let tls = read_tls(root, errors);
+    let auth = read_auth(root, errors);
+    let pop3 = read_pop3(root, errors, roles.contains(&Role::Pop3));
+    let mut metrics = root.section("metrics", errors);
+    let max_tenants = metrics
+        .integer("max_tenants", 1, 1_000_000, errors)
+        .unwrap_or(1000) as usize;
+    metrics.finish(errors);
 
     let mut api = root.section("api", errors);
     let listen = api
-        .strings("listen", errors)
-        .unwrap_or_else(|| vec!["127.0.0.1:8080".into()]);
-    let listen: Vec<SocketAddr> = listen
-        .iter()
-        .filter_map(|text| match text.parse() {
-            Ok(address) => Some(address),
-            Err(_) => {
-                errors.add(
-                    &api.key("listen"),
-                    format!("{text:?} is not an ip:port address"),
-                );
-                None
-            }
-        })
-        .collect();
+        .addresses("listen", errors)
+        .unwrap_or_else(|| vec![local(8080)]);
     if roles.contains(&Role::Api) && listen.is_empty() {
         errors.add(
             &api.key("listen"),
@@ -198,6 +253,10 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
         directory: directory?,
         api: ApiConfig { listen },
         shards,
+        tls,
+        auth,
+        pop3,
+        metrics: MetricsConfig { max_tenants },
     })
 }
 
@@ -210,7 +269,10 @@ fn read_roles(root: &mut Section, errors: &mut Errors) -> Vec<Role> {
         match Role::parse(&name) {
             Some(role) if !roles.contains(&role) => roles.push(role),
             Some(_) => {}
-            None => errors.add("roles", format!("unknown role {name:?}; available: api")),
+            None => errors.add(
+                "roles",
+                format!("unknown role {name:?}; available: api, pop3"),
+            ),
         }
     }
     roles
@@ -290,6 +352,113 @@ fn read_directory(root: &mut Section, errors: &mut Errors) -> Option<DirectoryCo
         max_alias_depth,
         recipient_delimiter,
     })
+}
+
+fn read_tls(root: &mut Section, errors: &mut Errors) -> Option<TlsFiles> {
+    let mut section = root.section("tls", errors);
+    let certificate = section.path("certificate", errors);
+    let key = section.path("key", errors);
+    let files = match (certificate, key) {
+        (Some(certificate), Some(key)) => {
+            for (name, file) in [("certificate", &certificate), ("key", &key)] {
+                if !file.is_file() {
+                    errors.add(
+                        &section.key(name),
+                        format!("{} is not a readable file", file.display()),
+                    );
+                }
+            }
+            Some(TlsFiles { certificate, key })
+        }
+        (None, None) => None,
+        _ => {
+            errors.add(
+                &section.key("key"),
+                "certificate and key go together".into(),
+            );
+            None
+        }
+    };
+    section.finish(errors);
+    files
+}
+
+fn read_auth(root: &mut Section, errors: &mut Errors) -> AuthConfig {
+    let mut section = root.section("auth", errors);
+    let config = AuthConfig {
+        max_failures_per_ip: section
+            .integer("max_failures_per_ip", 1, 1_000_000, errors)
+            .unwrap_or(10) as u32,
+        max_failures_per_account: section
+            .integer("max_failures_per_account", 1, 1_000_000, errors)
+            .unwrap_or(5) as u32,
+        failure_window: section
+            .duration("failure_window", errors)
+            .unwrap_or(Duration::from_secs(300)),
+        failure_delay: section
+            .duration("failure_delay", errors)
+            .unwrap_or(Duration::from_secs(1)),
+    };
+    section.finish(errors);
+    config
+}
+
+fn read_pop3(root: &mut Section, errors: &mut Errors, enabled: bool) -> Pop3Config {
+    use mailfold_pop3::Plaintext;
+    let mut section = root.section("pop3", errors);
+    let listen = section
+        .addresses("listen", errors)
+        .unwrap_or_else(|| vec![local(1110)]);
+    let listen_tls = section
+        .addresses("listen_tls", errors)
+        .unwrap_or_else(|| vec![local(1995)]);
+    let plaintext = match section.string("plaintext", errors).as_deref() {
+        None | Some("never") => Plaintext::Never,
+        Some("loopback") => Plaintext::Loopback,
+        Some("always") => Plaintext::Always,
+        Some(other) => {
+            errors.add(
+                &section.key("plaintext"),
+                format!("{other:?}: never, loopback or always"),
+            );
+            Plaintext::Never
+        }
+    };
+    let idle_timeout = section
+        .duration("idle_timeout", errors)
+        .unwrap_or(Duration::from_secs(600));
+    // RFC 1939 §3: the autologout timer is at least 10 minutes.
+    if idle_timeout < Duration::from_secs(600) {
+        errors.add(
+            &section.key("idle_timeout"),
+            "at least 10m (RFC 1939)".into(),
+        );
+    }
+    if enabled && listen.is_empty() && listen_tls.is_empty() {
+        errors.add(
+            &section.key("listen"),
+            "the pop3 role needs at least one address".into(),
+        );
+    }
+    let config = Pop3Config {
+        listen,
+        listen_tls,
+        plaintext,
+        idle_timeout,
+        proxy_protocol: section.boolean("proxy_protocol", errors).unwrap_or(false),
+        max_connections: section
+            .integer("max_connections", 1, 1_000_000, errors)
+            .unwrap_or(10_000) as usize,
+        max_connections_per_ip: section
+            .integer("max_connections_per_ip", 1, 1_000_000, errors)
+            .unwrap_or(50) as usize,
+    };
+    section.finish(errors);
+    config
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// `[shards]`: `id = "root folder"`. Ids are what `mailfoldMailShard` holds.
@@ -528,6 +697,22 @@ impl Section {
                 None
             }
         }
+    }
+
+    /// A list of `ip:port` addresses; each bad one is reported.
+    fn addresses(&mut self, name: &str, errors: &mut Errors) -> Option<Vec<SocketAddr>> {
+        let texts = self.strings(name, errors)?;
+        let mut addresses = Vec::new();
+        for text in texts {
+            match text.parse() {
+                Ok(address) => addresses.push(address),
+                Err(_) => errors.add(
+                    &self.key(name),
+                    format!("{text:?} is not an ip:port address"),
+                ),
+            }
+        }
+        Some(addresses)
     }
 
     fn boolean(&mut self, name: &str, errors: &mut Errors) -> Option<bool> {

@@ -58,7 +58,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     roles.spawn(mailfold_api::serve(listener, state.clone(), shutdown));
                 }
             }
+            // Started below, once the directory and store exist.
+            Role::Pop3 => {}
         }
+    }
+    if config.roles.contains(&Role::Pop3) {
+        start_pop3(&config, &directory, &metrics, &stopping, &mut roles).await?;
     }
     tracing::info!(backend = directory.backend_kind(), "mailfold started");
 
@@ -79,6 +84,75 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(grace = ?GRACE, "roles still busy after the grace period; exiting");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The TLS acceptor of the mail front-ends: the configured certificate, or a self-signed one
+/// kept in `<state_dir>/tls/` (generated on first start) when none is configured.
+fn tls_acceptor(config: &Config) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let (certificate, key) = match &config.tls {
+        Some(files) => (files.certificate.clone(), files.key.clone()),
+        None => {
+            let folder = config.state_dir.join("tls");
+            tracing::warn!(folder = %folder.display(), "no [tls] certificate configured; using a self-signed one");
+            mailfold_net::certificate::self_signed(&folder, &["localhost", "127.0.0.1"])
+                .context("creating a self-signed certificate")?
+        }
+    };
+    let server =
+        mailfold_net::server_config(&certificate, &key).context("loading the tls certificate")?;
+    Ok(tokio_rustls::TlsAcceptor::from(server))
+}
+
+async fn start_pop3(
+    config: &Config,
+    directory: &Arc<Directory>,
+    metrics: &Metrics,
+    stopping: &watch::Receiver<bool>,
+    roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    use mailfold_net::limits::{ConnectionLimits, LoginPolicy, LoginThrottle};
+    use mailfold_pop3::server::{Transport, serve};
+
+    let pop3 = &config.pop3;
+    let auth = &config.auth;
+    let services = Arc::new(mailfold_pop3::Services {
+        directory: directory.clone(),
+        store: Arc::new(mailfold_store::Store::new(config.shards.clone())),
+        metrics: mailfold_pop3::Pop3Metrics::new(metrics.registry(), config.metrics.max_tenants),
+        throttle: Arc::new(LoginThrottle::new(LoginPolicy {
+            failures_per_ip: auth.max_failures_per_ip as usize,
+            failures_per_account: auth.max_failures_per_account as usize,
+            window: auth.failure_window,
+            failure_delay: auth.failure_delay,
+            ..LoginPolicy::default()
+        })),
+        limits: Arc::new(ConnectionLimits::new(
+            pop3.max_connections,
+            pop3.max_connections_per_ip,
+        )),
+        tls: Some(tls_acceptor(config)?),
+        policy: mailfold_pop3::Policy {
+            plaintext: pop3.plaintext,
+            idle_timeout: pop3.idle_timeout,
+            proxy_protocol: pop3.proxy_protocol,
+        },
+    });
+    let listeners = pop3.listen.iter().map(|a| (a, Transport::Plain));
+    for (address, transport) in
+        listeners.chain(pop3.listen_tls.iter().map(|a| (a, Transport::ImplicitTls)))
+    {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} for the pop3 role"))?;
+        tracing::info!(role = "pop3", %address, tls = transport == Transport::ImplicitTls, "listening");
+        roles.spawn(serve(
+            listener,
+            transport,
+            services.clone(),
+            stopping.clone(),
+        ));
+    }
     Ok(())
 }
 

@@ -4,10 +4,23 @@
 //!
 //! - [`tls`]: PEM files into rustls server and client configurations, with ring as the one
 //!   crypto provider ([`install_crypto_provider`]).
-//!
-//! Listeners, connection limits, the PROXY protocol and SASL arrive here with the front-ends
-//! that need them.
+//! - [`certificate`]: a self-signed certificate made once in a folder and reused.
+//! - [`proxy`]: the PROXY protocol header (versions 1 and 2) a load balancer sends first.
+//! - [`limits`]: connection limits per listener and client network, and login throttling.
+//! - [`stream`]: a connection that may switch to TLS, and a capped line reader.
+//! - [`sasl`]: SASL PLAIN decoding for every AUTH command.
 
+pub mod certificate;
+pub mod limits;
+pub mod proxy;
+pub mod sasl;
+pub mod stream;
 pub mod tls;
 
+pub use certificate::self_signed;
+pub use limits::{ConnectionLimits, ConnectionPermit, LoginPolicy, LoginThrottle};
+pub use proxy::{
+    Decoded, ProxyError, ProxyHeader, decode, decode_v1, decode_v2, read_proxy_header,
+};
+pub use stream::{Line, LineReader, MaybeTls};
 pub use tls::{TlsError, client_config, install_crypto_provider, server_config};

@@ -50,9 +50,12 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), TelemetryErro
         Ok(from_env) if !from_env.is_empty() => parse_filter(&from_env)?,
         _ => parse_filter(filter)?,
     };
+    // Colour codes only for a person at a terminal, not for a log file or a collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -99,6 +102,40 @@ impl Metrics {
     }
 }
 
+/// Tenant label values with a cardinality cap: the first `max` tenants seen keep their own
+/// label, every later one is counted as `other`, so a provider with many tenants does not
+/// overwhelm its Prometheus.
+#[derive(Clone)]
+pub struct TenantLabels {
+    max: usize,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl TenantLabels {
+    /// A cap of `max` distinct tenant labels.
+    pub fn new(max: usize) -> TenantLabels {
+        TenantLabels {
+            max,
+            seen: Default::default(),
+        }
+    }
+
+    /// The label to use for `tenant`.
+    pub fn label(&self, tenant: &str) -> String {
+        let Ok(mut seen) = self.seen.lock() else {
+            return "other".to_string();
+        };
+        if seen.contains(tenant) {
+            return tenant.to_string();
+        }
+        if seen.len() < self.max {
+            seen.insert(tenant.to_string());
+            return tenant.to_string();
+        }
+        "other".to_string()
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
@@ -123,6 +160,15 @@ mod tests {
         );
         assert!(text.contains("mailfold_test_things_total 3"), "{text}");
         assert!(text.contains("mailfold_up 1"), "{text}");
+    }
+
+    #[test]
+    fn tenants_past_the_cap_fold_into_other() {
+        let labels = TenantLabels::new(2);
+        assert_eq!(labels.label("a"), "a");
+        assert_eq!(labels.label("b"), "b");
+        assert_eq!(labels.label("c"), "other");
+        assert_eq!(labels.label("a"), "a");
     }
 
     #[test]
