@@ -117,14 +117,19 @@ fn deliver_one(
     let published = fs::hard_link(&temporary, &visible)
         .map_err(|e| StoreError::io("linking into", &new, e))
         .and_then(|()| sync_dir(&new));
+
+    // Step 4: count it, while the tmp/ name still marks the change as in flight. The message
+    // is delivered either way: a failed quota update leaves maildirsize behind, which the
+    // next rebuild repairs, and must not make the sender deliver it twice.
+    if published.is_ok()
+        && let Err(error) = maildir.record(size as i64, 1)
+    {
+        tracing::warn!(mailbox = %maildir.root().display(), cause = %error, "quota not updated");
+    }
     if !keep_temporary {
         let _ = fs::remove_file(&temporary);
     }
     published?;
-
-    // Step 4: count it. The message is delivered either way; a failed quota update only
-    // leaves maildirsize behind, which the next recalculation repairs.
-    let _ = maildir.record(size as i64, 1);
     Ok(Delivered {
         id,
         size,

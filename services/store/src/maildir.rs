@@ -62,9 +62,31 @@ impl Maildir {
         self.quota
     }
 
-    /// Creates `cur/`, `new/` and `tmp/` of the INBOX if missing, private to the owner.
+    /// Creates `cur/`, `new/` and `tmp/` of the INBOX if missing, private to the owner. Each
+    /// must be a real folder: a symlink planted in their place is refused, so a delivery can
+    /// never be sent outside the shard through one.
     pub fn create(&self) -> Result<()> {
-        create_tree(&self.root)
+        if !subfolders_ready(&self.root)? {
+            create_tree(&self.root)?;
+            if !subfolders_ready(&self.root)? {
+                let shown = self.root.display();
+                return Err(StoreError::InvalidStorePath(format!(
+                    "{shown}: cur, new or tmp is not a folder"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a change (an expunge, a copy) as in flight until the guard is dropped, so that a
+    /// quota rebuild meanwhile leaves `maildirsize` alone (see `quota::IN_FLIGHT_WINDOW`).
+    fn change_in_flight(&self) -> Result<InFlight> {
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{}.change", name::unique(0)));
+        fs::write(&path, b"").map_err(|e| StoreError::io("marking a change in", &path, e))?;
+        Ok(InFlight(path))
     }
 
     /// The folder's directory: the root for INBOX (`None`), `.Name` below it otherwise.
@@ -252,6 +274,7 @@ impl Maildir {
     /// Removes a message for good and updates the quota.
     pub fn expunge(&self, folder: Option<&FolderName>, id: &str) -> Result<()> {
         let current = self.find(folder, id)?;
+        let _in_flight = self.change_in_flight()?;
         match fs::remove_file(&current.path) {
             Ok(()) => {}
             // Gone already: another session expunged it. Nothing to count twice.
@@ -360,6 +383,29 @@ impl Maildir {
         }
         Ok(removed)
     }
+}
+
+/// Removes its marker when the change is complete (or abandoned).
+struct InFlight(PathBuf);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Whether `cur/`, `new/` and `tmp/` exist under `base` as real folders (not symlinks).
+fn subfolders_ready(base: &Path) -> Result<bool> {
+    for sub in ["cur", "new", "tmp"] {
+        let path = base.join(sub);
+        match fs::symlink_metadata(&path) {
+            Ok(metadata) if metadata.file_type().is_dir() => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io("checking", &path, e)),
+        }
+    }
+    Ok(true)
 }
 
 /// `cur/`, `new/`, `tmp/` under `base`, mode 0700.

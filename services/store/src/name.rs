@@ -41,7 +41,7 @@ pub fn unique(size: u64) -> String {
 
 /// The host part: `/` and `:` cannot appear in it (maildir.html), so they are written as
 /// `\057` and `\072`, as qmail does.
-fn host() -> &'static str {
+pub(crate) fn host() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -56,6 +56,19 @@ fn host() -> &'static str {
             .replace(':', "\\072")
             .replace(',', "\\054")
     })
+}
+
+/// The process id and host in a name made by [`unique`] (also Dovecot's `P<pid>` form), to
+/// tell whether the process that made a `tmp/` file is still alive.
+pub fn writer(file_name: &str) -> Option<(u32, &str)> {
+    let mut parts = file_name.splitn(3, '.');
+    let (_, middle, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let pid = middle.split_once('P')?.1;
+    let pid: u32 = pid[..pid.find(|c: char| !c.is_ascii_digit()).unwrap_or(pid.len())]
+        .parse()
+        .ok()?;
+    let host = rest.split([',', ':']).next()?;
+    Some((pid, host))
 }
 
 /// The parts of a message file name.
@@ -128,6 +141,17 @@ mod tests {
         let plain = parse("1700000000.12345.host").unwrap();
         assert_eq!((plain.size, plain.flags), (None, ""));
         assert_eq!(parse(".hidden"), None);
+    }
+
+    #[test]
+    fn the_writer_of_a_name_is_its_pid_and_host() {
+        let name = unique(10);
+        assert_eq!(writer(&name), Some((std::process::id(), host())));
+        assert_eq!(
+            writer("1700000000.M12P345Q6.mx.example.test,S=5"),
+            Some((345, "mx.example.test"))
+        );
+        assert_eq!(writer("garbage"), None);
     }
 
     #[test]

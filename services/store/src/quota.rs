@@ -182,12 +182,93 @@ impl Usage {
 /// malformed, 5120 bytes or longer, its definition differs from `limit`, or it is over quota
 /// and stale (see the module documentation for the exact rules). Never fails because the file
 /// is absent or corrupt: it rebuilds it. Fails when the root cannot be read or written.
+///
+/// A mailbox that does not exist yet uses nothing. While a change is in flight (see
+/// [`IN_FLIGHT_WINDOW`]) the file is not rebuilt: its change lines are summed whatever its
+/// length, because replacing it now could drop or double the change in flight.
 pub fn usage(root: &Path, limit: QuotaLimit) -> io::Result<Usage> {
-    match trusted_usage(root, limit)? {
-        Some(usage) => Ok(usage),
-        None => recalculate(root, limit),
+    if !root.is_dir() {
+        return Ok(Usage::default());
+    }
+    if let Some(usage) = trusted_usage(root, limit)? {
+        return Ok(usage);
+    }
+    if !settled(root)? {
+        return match logged_usage(root)? {
+            Some(usage) => Ok(usage),
+            None => Ok(Scan::run(root, None)?.usage),
+        };
+    }
+    recalculate(root, limit)
+}
+
+/// How long a file in the root's `tmp/` counts as a change in flight. Deliveries keep their
+/// `tmp/` name until their change line is written, and expunges and copies leave a marker
+/// there for the same span, so a file younger than this means a change line may be pending.
+/// Older files are leftovers of crashes, which `Maildir::clean_tmp` removes later.
+pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Whether no change is in flight in the mailbox (nothing recent in the root's `tmp/`).
+fn settled(root: &Path) -> io::Result<bool> {
+    let tmp = root.join("tmp");
+    let entries = match fs::read_dir(&tmp) {
+        Ok(entries) => entries,
+        Err(error) if is_gone(&error) => return Ok(true),
+        Err(error) => return Err(context(error, format_args!("listing {}", tmp.display()))),
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        // The rebuild's own temporary file is not a change to count.
+        if entry.file_name().to_string_lossy().ends_with(FILE_NAME) {
+            continue;
+        }
+        let recent = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|time| now.duration_since(time).unwrap_or_default() < IN_FLIGHT_WINDOW)
+            .unwrap_or(false);
+        if recent && !left_by_a_dead_process(&entry.file_name().to_string_lossy()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether a `tmp/` file was made by a process of this host that no longer runs: a crash's
+/// leftover, however recent, not a change in flight. Files from other hosts (replicas on a
+/// shared shard) are judged by age alone.
+fn left_by_a_dead_process(file_name: &str) -> bool {
+    match crate::name::writer(file_name) {
+        Some((pid, host)) if host == crate::name::host() => {
+            !Path::new("/proc").join(pid.to_string()).exists()
+        }
+        _ => false,
     }
 }
+
+/// The sum of the file's change lines, however long or old the file is; `None` when it is
+/// missing or malformed.
+fn logged_usage(root: &Path) -> io::Result<Option<Usage>> {
+    let path = root.join(FILE_NAME);
+    let mut text = Vec::new();
+    match File::open(&path) {
+        // A bound all the same: a deferred rebuild lets the file grow, but not without limit.
+        Ok(file) => {
+            if let Err(error) = file.take(MAX_DEFERRED_BYTES).read_to_end(&mut text) {
+                if is_gone(&error) {
+                    return Ok(None);
+                }
+                return Err(context(error, format_args!("reading {}", path.display())));
+            }
+        }
+        Err(error) if is_gone(&error) => return Ok(None),
+        Err(error) => return Err(context(error, format_args!("reading {}", path.display()))),
+    }
+    Ok(QuotaFile::parse(&text).map(|file| file.usage))
+}
+
+/// Longest file summed while a rebuild waits for changes to settle.
+const MAX_DEFERRED_BYTES: u64 = 1 << 20;
 
 /// Records a change (a delivery: `+size, +1`; an expunge: `-size, -1`) by appending one line
 /// with a single `O_APPEND` write. Call it after the message is in place (or gone): when the
@@ -201,7 +282,10 @@ pub fn record(root: &Path, limit: QuotaLimit, bytes: i64, messages: i64) -> io::
     let mut file = match OpenOptions::new().append(true).open(&path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            recalculate(root, limit)?;
+            // No file: the next rebuild, made once no change is in flight, counts this one.
+            if settled(root)? {
+                recalculate(root, limit)?;
+            }
             return Ok(());
         }
         Err(error) => return Err(context(error, format_args!("opening {}", path.display()))),
@@ -255,19 +339,33 @@ pub fn recalculate(root: &Path, limit: QuotaLimit) -> io::Result<Usage> {
 
     let mut usage = Usage::default();
     for _ in 0..MAX_SCANS {
+        let settled_before = settled(root)?;
         let scan = Scan::run(root, lock.as_ref())?;
         usage = scan.usage;
-        // Without the lock another process owns the file: count, but leave it alone.
-        if lock.is_none() {
-            break;
+        // Without the lock another process owns the file, and with a change in flight a new
+        // file could miss or double it: count, but leave the file alone.
+        if lock.is_none() || !settled_before {
+            return Ok(usage);
         }
         write_file(root, limit, usage)?;
         // README.maildirquota: a newer timestamp after the rename means the scan raced a change.
-        if !scan.changed(root)? {
-            break;
+        if !scan.changed(root)? && settled(root)? {
+            return Ok(usage);
         }
     }
+    // Still racing after every scan: leave no file rather than a wrong one. The next rebuild
+    // made while nothing is in flight writes it, and appends until then find no file.
+    remove_file_if_present(&root.join(FILE_NAME))?;
     Ok(usage)
+}
+
+fn remove_file_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if !is_gone(&error) => {
+            Err(context(error, format_args!("removing {}", path.display())))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The usage the file states, when the rules allow trusting it.
@@ -648,8 +746,8 @@ impl Dotlock {
             // O_CREAT|O_EXCL: atomic on local file systems and on NFSv3 and later.
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut file) => {
-                    // The pid is for an operator looking at a leftover lock; nothing reads it.
-                    let _ = writeln!(file, "{}", std::process::id());
+                    // Pid and host: a lock left by a dead process of this host is broken at once.
+                    let _ = writeln!(file, "{} {}", std::process::id(), crate::name::host());
                     let metadata = file.metadata().map_err(|error| {
                         context(error, format_args!("reading {}", path.display()))
                     })?;
@@ -715,6 +813,15 @@ impl Drop for Dotlock {
 /// Whether a lock file was last touched [`LOCK_STALE_AFTER`] ago or more. A lock that vanished
 /// meanwhile counts as stale, so the caller simply tries again.
 fn lock_is_stale(path: &Path) -> io::Result<bool> {
+    // A holder of this host that is gone (killed mid-rebuild) left it: no need to wait.
+    if let Ok(content) = fs::read_to_string(path)
+        && let Some((pid, host)) = content.trim().split_once(' ')
+        && host == crate::name::host()
+        && pid.parse::<u32>().is_ok()
+        && !Path::new("/proc").join(pid).exists()
+    {
+        return Ok(true);
+    }
     match fs::symlink_metadata(path).and_then(|metadata| metadata.modified()) {
         Ok(modified) => {
             let age = SystemTime::now()
@@ -878,6 +985,8 @@ mod tests {
         // Not messages: tmp/, dot files, a directory in cur/, a non-folder "..x", a plain file.
         message(&inbox.join("tmp"), "6.M6P6.host,S=999", 1);
         message(&sent.join("tmp"), "7.M7P7.host,S=999", 1);
+        // Old enough to be a crash's leftover, not a delivery in flight.
+        set_age(&inbox.join("tmp/6.M6P6.host,S=999"), IN_FLIGHT_WINDOW * 2);
         message(&inbox.join("cur"), ".hidden,S=999", 1);
         fs::create_dir(inbox.join("cur").join("subdirectory")).unwrap();
         folder(inbox, "..odd");
@@ -908,11 +1017,34 @@ mod tests {
     }
 
     #[test]
-    fn missing_mailbox_root_is_an_error() {
+    fn a_mailbox_that_was_never_created_uses_nothing_and_gets_no_file() {
         let parent = tempfile::tempdir().unwrap();
-        let error = usage(&parent.path().join("absent"), UNLIMITED).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::NotFound);
-        assert!(error.to_string().starts_with("creating "), "{error}");
+        let absent = parent.path().join("absent");
+        assert_eq!(usage(&absent, limit_of(100, 0)).unwrap(), Usage::default());
+        assert!(!absent.exists());
+    }
+
+    #[test]
+    fn no_rebuild_replaces_the_file_while_a_change_is_in_flight() {
+        let root = mailbox();
+        message(&root.path().join("new"), "1.M1P1.host,S=300", 1);
+        // A long file, which would be rebuilt, but a delivery is still in tmp/.
+        let mut contents = String::from("1000S\n");
+        contents.push_str(&"1 0\n".repeat(2000));
+        write_quota_file(root.path(), &contents);
+        message(&root.path().join("tmp"), "2.M2P2.host,S=5", 5);
+        assert_eq!(
+            usage(root.path(), limit_of(1000, 0)).unwrap(),
+            usage_of(2000, 0)
+        );
+        assert_eq!(quota_file(root.path()), contents, "left alone");
+
+        // Once settled, the rebuild counts what is on disk.
+        fs::remove_file(root.path().join("tmp/2.M2P2.host,S=5")).unwrap();
+        assert_eq!(
+            usage(root.path(), limit_of(1000, 0)).unwrap(),
+            usage_of(300, 1)
+        );
     }
 
     #[test]
