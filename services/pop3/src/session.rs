@@ -1,8 +1,8 @@
 //! One POP3 session: the AUTHORIZATION, TRANSACTION and UPDATE states of RFC 1939 §3.
 //!
 //! The session reads one capped line at a time, parses it with [`crate::codec`], and hands
-//! it to the handler of the current state: [`Session::authorization`] for logins, STLS and
-//! CAPA, [`Session::transaction`] for the maildrop commands. The maildrop is fixed at login
+//! it to the handler of the current state: `Session::authorization` for logins, STLS and
+//! CAPA, `Session::transaction` for the maildrop commands. The maildrop is fixed at login
 //! (RFC 1939 §5: message numbers do not change during a session); DELE only marks, and only
 //! QUIT in the TRANSACTION state removes (RFC 1939 §6). A session that ends any other way
 //! (dropped connection, timeout, server shutdown) removes nothing.

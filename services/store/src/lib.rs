@@ -11,7 +11,7 @@
 //! - [`name`]: unique Maildir file names, and size and flags read back from them.
 //! - [`maildir`]: one mailbox: folders, listing, reading, flags, expunge, copy, move,
 //!   clean-up of `tmp/`.
-//! - [`deliver`]: durable delivery of one message to several mailboxes.
+//! - [`mod@deliver`]: durable delivery of one message to several mailboxes.
 //! - [`quota`]: the Maildir++ `maildirsize` file.
 //! - [`folder_name`]: folder names as clients see them and as directories hold them.
 //!

@@ -70,6 +70,15 @@
 //! check sees changes as fine as the file system's timestamps (a few milliseconds on Linux);
 //! anything finer is left for the next rebuild, a miss the specification accepts.
 //!
+//! Mailfold goes one step further, to keep the file exact rather than nearly so: a rebuild
+//! that lands between a change and its line (a delivery linked into `new/` but not yet
+//! appended) counts the change and then gets its line too. So every change keeps a name in the
+//! root's `tmp/` until its line is written (a delivery its temporary file, an expunge or copy a
+//! marker), and the file is only replaced while `tmp/` holds nothing younger than
+//! [`IN_FLIGHT_WINDOW`] from a live writer; until then [`usage`] sums the lines, however long
+//! the file has grown. A rebuild that still races after its last scan removes the file instead
+//! of writing a wrong one.
+//!
 //! The specification uses no lock, and Dovecot 2.3 takes none for this file (it writes a
 //! temporary file and renames it, as above). Older Dovecot releases (as in the dovecot-239
 //! source Apple published) took a non-blocking dotlock `maildirsize.lock` with a 30 second
