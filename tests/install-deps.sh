@@ -5,9 +5,10 @@
 #   openssl             certificates for the TLS tests
 #   curl                the HTTP client of the binary suite
 #   dovecot-imapd       doveadm, for the store's Maildir interoperability tests
+#   fetchmail           a real POP3 fetcher for the pop3 suite
 set -euo pipefail
 
-packages=(slapd ldap-utils openssl curl dovecot-core dovecot-imapd)
+packages=(slapd ldap-utils openssl curl dovecot-core dovecot-imapd fetchmail)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -15,16 +15,22 @@ pub fn mailfold_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("MAILFOLD_BIN") {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/<test> -> target/<profile>/mailfold
+    built_binary("mailfold")
+}
+
+/// Path of the workspace binary `name` that cargo built beside the test executable
+/// (`target/<profile>/<name>`); fails the test when it is not there.
+pub fn built_binary(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let exe = std::env::current_exe().expect("test executable path");
     let profile = exe
         .parent()
         .and_then(Path::parent)
         .expect("target profile folder");
-    let binary = profile.join("mailfold");
+    let binary = profile.join(name);
     assert!(
         binary.is_file(),
-        "{} is missing: build it first (cargo build -p mailfold)",
+        "{} is missing: build it first (cargo build --workspace --bins)",
         binary.display()
     );
     binary

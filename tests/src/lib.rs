@@ -6,11 +6,13 @@
 //!   project's schema and ACLs.
 //! - [`fixture`]: the test directory data (the quick start plus the conformance extras), served
 //!   by either backend.
-//! - [`binary`]: finding and running the built `mailfold` binary.
+//! - [`binary`]: finding and running the built `mailfold` binary (and the test binaries).
+//! - [`dovecot`]: a private Dovecot (doveadm) over a Maildir, for interoperability tests.
 //!
 //! The suites themselves are in `tests/suite/`.
 
 pub mod binary;
+pub mod dovecot;
 pub mod fixture;
 pub mod slapd;
 

@@ -15,6 +15,7 @@ fn quickstart_copy(folder: &Path, port: u16) -> PathBuf {
     let text = std::fs::read_to_string(repo_root().join("examples/quickstart.toml"))
         .unwrap()
         .replace("\"../var\"", "\"var\"")
+        .replace("\"../var/mail\"", "\"var/mail\"")
         .replace("\"../var/directory.ldif\"", "\"var/directory.ldif\"")
         .replace(
             "\"quickstart.ldif\"",

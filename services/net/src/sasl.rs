@@ -63,7 +63,9 @@ pub fn decode_plain(response: &str) -> Result<PlainCredentials, SaslError> {
     else {
         return Err(SaslError::Malformed);
     };
-    if login.is_empty() || password.is_empty() {
+    // RFC 4616 §2 wants a non-empty password, but an empty one is let through: the
+    // directory refuses it like any wrong password, so the client cannot tell the two apart.
+    if login.is_empty() {
         return Err(SaslError::Malformed);
     }
     if !authzid.is_empty() && authzid != login {
@@ -104,12 +106,21 @@ mod tests {
 
     #[test]
     fn malformed_responses_are_refused() {
-        for text in ["", "\0\0", "a\0b", "\0user\0", "\0\0pw", "a\0b\0c\0d"] {
+        for text in ["", "\0\0", "a\0b", "\0\0pw", "a\0b\0c\0d"] {
             assert!(decode_plain(&encode(text)).is_err(), "{text:?}");
         }
         assert_eq!(decode_plain("not base64!"), Err(SaslError::Base64));
         assert_eq!(decode_plain("="), Err(SaslError::Malformed));
         assert!(decode_plain(&"A".repeat(5000)).is_err());
+    }
+
+    #[test]
+    fn an_empty_password_is_passed_on_for_the_directory_to_refuse() {
+        let plain = decode_plain(&encode("\0user\0")).unwrap();
+        assert_eq!(
+            (plain.login.as_str(), plain.password.as_str()),
+            ("user", "")
+        );
     }
 
     #[test]

@@ -115,11 +115,10 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
             [name] if !name.is_empty() => Ok(Command::User(name.to_string())),
             _ => Err(ParseError::Arguments),
         },
-        // RFC 1939 §7 lets the password contain spaces: everything after "PASS ".
-        "PASS" => match rest {
-            Some(secret) if !secret.is_empty() => Ok(Command::Pass(secret.to_string())),
-            _ => Err(ParseError::Arguments),
-        },
+        // RFC 1939 §7 lets the password contain spaces: everything after "PASS ". An empty
+        // one is a login attempt like any other, refused by the directory with the same
+        // reply as a wrong password.
+        "PASS" => Ok(Command::Pass(rest.unwrap_or_default().to_string())),
         "AUTH" => match arguments.as_slice() {
             [] => Ok(Command::Auth {
                 mechanism: None,
@@ -286,7 +285,7 @@ mod tests {
         assert_eq!(parse(b"QUIT now"), Err(ParseError::Arguments));
         assert_eq!(parse(b"USER a\0b"), Err(ParseError::Characters));
         assert_eq!(parse(&[0xff, 0xfe]), Err(ParseError::Characters));
-        assert_eq!(parse(b"PASS"), Err(ParseError::Arguments));
+        assert_eq!(parse(b"PASS"), Ok(Command::Pass(String::new())));
     }
 
     #[test]

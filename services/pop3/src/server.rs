@@ -49,13 +49,11 @@ pub async fn serve(
             () = stopped(&mut stopping) => return Ok(()),
         };
         let services = services.clone();
-        let span = tracing::info_span!("pop3", peer = %address);
-        let task = async move {
+        tokio::spawn(async move {
             if let Err(error) = connection(stream, address, transport, services).await {
-                tracing::debug!(cause = %error, "pop3 connection ended with an error");
+                tracing::debug!(peer = %address, cause = %error, "pop3 connection ended with an error");
             }
-        };
-        tokio::spawn(task.instrument(span));
+        });
     }
 }
 
@@ -85,6 +83,21 @@ async fn connection(
         }
     }
 
+    // Replies are small and each one waits for the client: send them at once (no Nagle).
+    let _ = stream.set_nodelay(true);
+    let span = tracing::info_span!("pop3", peer = %address);
+    connection_as(stream, address, transport, services)
+        .instrument(span)
+        .await
+}
+
+/// The rest of a connection, inside the span that names the client.
+async fn connection_as(
+    mut stream: TcpStream,
+    address: SocketAddr,
+    transport: Transport,
+    services: Arc<Services>,
+) -> std::io::Result<()> {
     let Some(_permit) = services.limits.try_acquire(address.ip()) else {
         tracing::warn!(peer = %address, "pop3 connection refused: limit reached");
         let reply = codec::err(Some(Code::SysTemp), "too many connections, try again later");

@@ -48,12 +48,25 @@ struct Maildrop {
     maildir: Maildir,
     entries: Vec<Entry>,
     _lock: Arc<MaildropLock>,
-    heartbeat: tokio::task::JoinHandle<()>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Maildrop {
+    /// Stops the heartbeat and waits for it, so that its share of the lock is gone and the
+    /// lock file goes when the maildrop does.
+    async fn stop_heartbeat(&mut self) {
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+            let _ = heartbeat.await;
+        }
+    }
 }
 
 impl Drop for Maildrop {
     fn drop(&mut self) {
-        self.heartbeat.abort();
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.abort();
+        }
     }
 }
 
@@ -151,6 +164,13 @@ impl Session {
                 Next::Continue => {}
                 Next::Close => return Ok(()),
                 Next::StartTls => self.start_tls().await?,
+            }
+            // Errors from the handlers (a command in the wrong state) count too.
+            if self.errors >= MAX_ERRORS {
+                let _ = self
+                    .send(&codec::err(None, "too many errors, closing"))
+                    .await;
+                return Ok(());
             }
         }
     }
@@ -339,11 +359,13 @@ impl Session {
             return Ok(Next::Continue);
         }
 
-        let mailbox = match services
-            .directory
-            .authenticate(user, password, Service::Pop3)
-            .await
-        {
+        // Boxed: the login future is large, and inlined it would weigh on every idle session.
+        let login = Box::pin(
+            services
+                .directory
+                .authenticate(user, password, Service::Pop3),
+        );
+        let mailbox = match login.await {
             Ok(mailbox) => mailbox,
             Err(LoginFailure::Refused(_)) => {
                 // The reason is in the directory's log line; the client sees one answer.
@@ -411,6 +433,14 @@ impl Session {
                     other => Err(other.to_string()),
                 })?;
                 let messages = maildir.list(None).map_err(|e| Err(e.to_string()))?;
+                // RFC 1939 §11: sizes count CRLF line ends, as the message is sent.
+                let messages: Vec<(MessageInfo, u64)> = messages
+                    .into_iter()
+                    .filter_map(|info| {
+                        let size = maildir.crlf_size(None, &info).ok()?;
+                        Some((info, size))
+                    })
+                    .collect();
                 Ok((lock, messages))
             })
             .await
@@ -446,8 +476,8 @@ impl Session {
         };
         let entries = messages
             .into_iter()
-            .map(|info| Entry {
-                size: info.size,
+            .map(|(info, size)| Entry {
+                size,
                 info,
                 deleted: false,
             })
@@ -457,7 +487,7 @@ impl Session {
             maildir,
             entries,
             _lock: lock,
-            heartbeat,
+            heartbeat: Some(heartbeat),
         })
     }
 
@@ -571,21 +601,21 @@ impl Session {
             }
         };
 
-        self.send(&codec::ok(&format!("{size} octets"))).await?;
-        let mut buffer = vec![0u8; CHUNK];
+        // The status line goes out with the first chunk: one write, no wait for an ACK.
         let mut out = Vec::with_capacity(CHUNK + CHUNK / 8);
+        out.extend_from_slice(codec::ok(&format!("{size} octets")).as_bytes());
+        let mut buffer = vec![0u8; CHUNK];
         let mut sent: u64 = 0;
         loop {
             let read = file.read(&mut buffer).await?;
             if read == 0 || stuffer.is_done() {
                 break;
             }
-            out.clear();
             stuffer.push(&buffer[..read], &mut out);
             sent += out.len() as u64;
             self.io().inner_mut().write_all(&out).await?;
+            out.clear();
         }
-        out.clear();
         stuffer.finish(&mut out);
         let stream = self.io().inner_mut();
         stream.write_all(&out).await?;
@@ -600,11 +630,12 @@ impl Session {
 
     /// RFC 1939 §6: the UPDATE state. Marked messages are removed, then the session ends.
     async fn update(&mut self) -> std::io::Result<Next> {
-        let State::Transaction(maildrop) =
+        let State::Transaction(mut maildrop) =
             std::mem::replace(&mut self.state, State::Authorization { user: None })
         else {
             return Ok(Next::Close);
         };
+        maildrop.stop_heartbeat().await;
         let deleted: Vec<String> = maildrop
             .entries
             .iter()

@@ -62,25 +62,32 @@ pub fn deliver(source: &Path, recipients: &[Recipient<'_>]) -> Vec<Result<Delive
         }
     };
 
-    // Shared copies already placed, by device: (device, file in some tmp/).
-    let mut shared: Vec<(u64, PathBuf)> = Vec::new();
+    // Shared copies already placed, one per filesystem.
+    let mut shared: Vec<Shared> = Vec::new();
     let results: Vec<Result<Delivered>> = recipients
         .iter()
         .map(|recipient| deliver_one(source, size, recipient, &mut shared))
         .collect();
 
     // The shared tmp/ names were kept so later recipients could link to them.
-    for (_, path) in shared {
-        let _ = fs::remove_file(path);
+    for copy in shared {
+        let _ = fs::remove_file(copy.path);
     }
     results
+}
+
+/// A copy of the message in some mailbox's `tmp/`, for the next recipients on its filesystem.
+struct Shared {
+    device: u64,
+    path: PathBuf,
+    virtual_size: u64,
 }
 
 fn deliver_one(
     source: &Path,
     source_size: u64,
     recipient: &Recipient<'_>,
-    shared: &mut Vec<(u64, PathBuf)>,
+    shared: &mut Vec<Shared>,
 ) -> Result<Delivered> {
     let maildir = recipient.maildir;
     let size = source_size + recipient.prefix.map_or(0, |p| p.len() as u64);
@@ -95,23 +102,33 @@ fn deliver_one(
     let temporary = tmp.join(&id);
 
     // Step 2: the content in tmp/, durable, by link where a copy is on this filesystem.
-    let linked = recipient.prefix.is_none()
-        && shared
+    let linked = if recipient.prefix.is_none() {
+        shared
             .iter()
-            .find(|(dev, _)| *dev == device)
-            .is_some_and(|(_, copy)| fs::hard_link(copy, &temporary).is_ok());
-    let keep_temporary = if linked {
-        false
+            .find(|copy| copy.device == device)
+            .filter(|copy| fs::hard_link(&copy.path, &temporary).is_ok())
+            .map(|copy| copy.virtual_size)
     } else {
-        write_copy(source, recipient.prefix, &temporary)?;
-        let shareable = recipient.prefix.is_none();
-        if shareable {
-            shared.push((device, temporary.clone()));
+        None
+    };
+    let (virtual_size, keep_temporary) = match linked {
+        Some(virtual_size) => (virtual_size, false),
+        None => {
+            let virtual_size = write_copy(source, recipient.prefix, &temporary)?;
+            let shareable = recipient.prefix.is_none();
+            if shareable {
+                shared.push(Shared {
+                    device,
+                    path: temporary.clone(),
+                    virtual_size,
+                });
+            }
+            (virtual_size, shareable)
         }
-        shareable
     };
 
-    // Step 3: visible and durable.
+    // Step 3: visible and durable, under the final name, which adds the CRLF size.
+    let id = format!("{id},W={virtual_size}");
     let new = maildir.root().join("new");
     let visible = new.join(&id);
     let published = fs::hard_link(&temporary, &visible)
@@ -137,8 +154,10 @@ fn deliver_one(
     })
 }
 
-/// Writes `prefix` then the source into a new file at `path`, and fsyncs it.
-fn write_copy(source: &Path, prefix: Option<&[u8]>, path: &Path) -> Result<()> {
+/// Writes `prefix` then the source into a new file at `path`, and fsyncs it. Returns the
+/// copy's size with CRLF line endings, counted on the way.
+fn write_copy(source: &Path, prefix: Option<&[u8]>, path: &Path) -> Result<u64> {
+    let mut crlf = name::CrlfSize::default();
     let result = (|| -> io::Result<()> {
         let mut input = fs::File::open(source)?;
         let mut output = fs::OpenOptions::new()
@@ -148,6 +167,7 @@ fn write_copy(source: &Path, prefix: Option<&[u8]>, path: &Path) -> Result<()> {
             .open(path)?;
         if let Some(prefix) = prefix {
             output.write_all(prefix)?;
+            crlf.push(prefix);
         }
         let mut buffer = vec![0u8; COPY_BUFFER];
         loop {
@@ -156,6 +176,7 @@ fn write_copy(source: &Path, prefix: Option<&[u8]>, path: &Path) -> Result<()> {
                 break;
             }
             output.write_all(&buffer[..read])?;
+            crlf.push(&buffer[..read]);
         }
         output.sync_all()
     })();
@@ -163,7 +184,7 @@ fn write_copy(source: &Path, prefix: Option<&[u8]>, path: &Path) -> Result<()> {
         let _ = fs::remove_file(path);
         return Err(StoreError::io("writing", path, e));
     }
-    Ok(())
+    Ok(crlf.total())
 }
 
 fn clone_error(error: &io::Error) -> io::Error {
@@ -206,7 +227,7 @@ mod tests {
             fs::read(&delivered.path).unwrap(),
             b"Subject: hi\r\n\r\nbody\r\n"
         );
-        assert!(delivered.id.ends_with(",S=21"), "{}", delivered.id);
+        assert!(delivered.id.ends_with(",S=21,W=21"), "{}", delivered.id);
         assert_eq!(fs::read_dir(mailbox.root().join("tmp")).unwrap().count(), 0);
         let mode = fs::metadata(&delivered.path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -38,6 +38,9 @@ pub struct MessageInfo {
     pub id: String,
     /// Size in bytes, from `,S=` when the name has it.
     pub size: u64,
+    /// Size with CRLF line endings, from `,W=` when the name has it (POP3 and IMAP report
+    /// this one).
+    pub virtual_size: Option<u64>,
     /// Flag letters, normalised.
     pub flags: String,
     /// `new/` or `cur/`.
@@ -184,6 +187,7 @@ impl Maildir {
                 found.push(MessageInfo {
                     id: parsed.id.to_string(),
                     size,
+                    virtual_size: parsed.virtual_size,
                     flags: name::normalise_flags(parsed.flags),
                     state,
                     path: entry.path(),
@@ -200,12 +204,15 @@ impl Maildir {
         let base = self.folder_path(folder);
         let new = base.join("new").join(id);
         if let Ok(metadata) = fs::metadata(&new) {
-            let size = name::parse(id)
+            let parsed = name::parse(id);
+            let size = parsed
+                .as_ref()
                 .and_then(|p| p.size)
                 .unwrap_or(metadata.len());
             return Ok(MessageInfo {
                 id: id.to_string(),
                 size,
+                virtual_size: parsed.and_then(|p| p.virtual_size),
                 flags: String::new(),
                 state: State::New,
                 path: new,
@@ -215,6 +222,25 @@ impl Maildir {
             .into_iter()
             .find(|m| m.id == id)
             .ok_or(StoreError::NoSuchMessage)
+    }
+
+    /// The message's size with CRLF line endings: from its name when it carries `,W=`, else
+    /// by reading it once (messages written by software that records no such size).
+    pub fn crlf_size(&self, folder: Option<&FolderName>, message: &MessageInfo) -> Result<u64> {
+        if let Some(size) = message.virtual_size {
+            return Ok(size);
+        }
+        let mut file = self.open(folder, message)?;
+        let mut size = name::CrlfSize::default();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = io::Read::read(&mut file, &mut buffer)
+                .map_err(|e| StoreError::io("reading", &message.path, e))?;
+            if read == 0 {
+                return Ok(size.total());
+            }
+            size.push(&buffer[..read]);
+        }
     }
 
     /// Opens a message for reading, following it if it was renamed since it was listed.
@@ -309,7 +335,10 @@ impl Maildir {
         if !target_base.join("cur").is_dir() {
             return Err(StoreError::NoSuchFolder);
         }
-        let new_id = name::unique(source.size);
+        let new_id = match source.virtual_size {
+            Some(virtual_size) => format!("{},W={virtual_size}", name::unique(source.size)),
+            None => name::unique(source.size),
+        };
         let target = target_base
             .join("cur")
             .join(name::with_flags(&new_id, &source.flags));
@@ -327,6 +356,7 @@ impl Maildir {
         Ok(MessageInfo {
             id: new_id,
             size: source.size,
+            virtual_size: source.virtual_size,
             flags: source.flags,
             state: State::Cur,
             path: target,

@@ -71,6 +71,42 @@ pub fn writer(file_name: &str) -> Option<(u32, &str)> {
     Some((pid, host))
 }
 
+/// Counts the size a message has once every line ends in CRLF, as POP3 and IMAP send it: a
+/// bare LF or a bare CR each become two bytes, and an unterminated last line gets its CRLF.
+/// Fed chunk by chunk, so it costs nothing extra while a message is copied.
+#[derive(Debug, Clone, Default)]
+pub struct CrlfSize {
+    bytes: u64,
+    extra: u64,
+    after_cr: bool,
+    last: Option<u8>,
+}
+
+impl CrlfSize {
+    /// Adds a chunk.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        for &byte in chunk {
+            match byte {
+                b'\n' if !self.after_cr => self.extra += 1,
+                b'\n' => {}
+                _ if self.after_cr => self.extra += 1,
+                _ => {}
+            }
+            self.after_cr = byte == b'\r';
+        }
+        if let Some(&last) = chunk.last() {
+            self.last = Some(last);
+        }
+    }
+
+    /// The CRLF size of everything pushed.
+    pub fn total(&self) -> u64 {
+        let open_line = matches!(self.last, Some(byte) if byte != b'\n' && byte != b'\r');
+        self.bytes + self.extra + u64::from(self.after_cr) + if open_line { 2 } else { 0 }
+    }
+}
+
 /// The parts of a message file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedName<'a> {
@@ -78,6 +114,8 @@ pub struct ParsedName<'a> {
     pub id: &'a str,
     /// `,S=<size>` when present.
     pub size: Option<u64>,
+    /// `,W=<size>` when present: the size with every line ending CRLF (Dovecot writes it too).
+    pub virtual_size: Option<u64>,
     /// The flag letters after `:2,` (empty when none or no suffix).
     pub flags: &'a str,
 }
@@ -95,12 +133,18 @@ pub fn parse(file_name: &str) -> Option<ParsedName<'_>> {
             None => (file_name, ""),
         },
     };
-    let size = id
-        .split(',')
-        .skip(1)
-        .find_map(|field| field.strip_prefix("S="))
-        .and_then(|n| n.parse().ok());
-    Some(ParsedName { id, size, flags })
+    let field = |prefix: &str| {
+        id.split(',')
+            .skip(1)
+            .find_map(|field| field.strip_prefix(prefix))
+            .and_then(|n| n.parse().ok())
+    };
+    Some(ParsedName {
+        id,
+        size: field("S="),
+        virtual_size: field("W="),
+        flags,
+    })
 }
 
 /// Flag letters normalised: standard letters uppercase and keyword letters lowercase, each
@@ -152,6 +196,21 @@ mod tests {
             Some((345, "mx.example.test"))
         );
         assert_eq!(writer("garbage"), None);
+    }
+
+    #[test]
+    fn the_crlf_size_counts_bare_line_ends_twice() {
+        let mut size = CrlfSize::default();
+        for chunk in [b"a\r".as_slice(), b"\nb\n", b"c\rd\r"] {
+            size.push(chunk);
+        }
+        // a CRLF b LF c CR d CR: the LF and both bare CRs grow by one each.
+        assert_eq!(size.total(), 9 + 3);
+        let mut open = CrlfSize::default();
+        open.push(b"x\r\nlast");
+        assert_eq!(open.total(), 7 + 2, "the last line gets its CRLF");
+        let parsed = parse("1.M1P1.h,S=10,W=13:2,S").unwrap();
+        assert_eq!((parsed.size, parsed.virtual_size), (Some(10), Some(13)));
     }
 
     #[test]
