@@ -100,6 +100,15 @@ impl Maildir {
         }
     }
 
+    /// The folder's directory, which must exist.
+    fn existing_folder(&self, folder: Option<&FolderName>) -> Result<PathBuf> {
+        let path = self.folder_path(folder);
+        if !path.join("cur").is_dir() {
+            return Err(StoreError::NoSuchFolder);
+        }
+        Ok(path)
+    }
+
     /// Creates a folder (and its parents, as Maildir++ expects each level to exist).
     pub fn create_folder(&self, folder: &FolderName) -> Result<()> {
         self.create()?;
@@ -331,10 +340,7 @@ impl Maildir {
     ) -> Result<MessageInfo> {
         let source = self.find(from, id)?;
         self.check_fits(source.size)?;
-        let target_base = self.folder_path(to);
-        if !target_base.join("cur").is_dir() {
-            return Err(StoreError::NoSuchFolder);
-        }
+        let target_base = self.existing_folder(to)?;
         let new_id = match source.virtual_size {
             Some(virtual_size) => format!("{},W={virtual_size}", name::unique(source.size)),
             None => name::unique(source.size),
@@ -371,10 +377,7 @@ impl Maildir {
         to: Option<&FolderName>,
     ) -> Result<MessageInfo> {
         let source = self.find(from, id)?;
-        let target_base = self.folder_path(to);
-        if !target_base.join("cur").is_dir() {
-            return Err(StoreError::NoSuchFolder);
-        }
+        let target_base = self.existing_folder(to)?;
         let target = target_base
             .join("cur")
             .join(name::with_flags(id, &source.flags));
