@@ -15,6 +15,16 @@ fn start(kind: Kind) -> TestDirectory {
     TestDirectory::start(Options::new(kind))
 }
 
+/// Asserts that `result` is `Err(DirectoryError::<variant>(_))`, showing `message` otherwise.
+macro_rules! assert_error {
+    ($result:expr, $variant:ident, $message:literal) => {
+        assert!(
+            matches!($result, Err(DirectoryError::$variant(_))),
+            $message
+        )
+    };
+}
+
 /// Runs each named test function once per backend.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -407,19 +417,13 @@ async fn injection_attempts_find_nothing(kind: Kind) {
         long.as_str(),
     ] {
         let resolved = dir.directory.resolve_recipient(input).await;
-        assert!(
-            matches!(resolved, Err(DirectoryError::Invalid(_))),
-            "{input:?}: {resolved:?}"
-        );
+        assert_error!(resolved, Invalid, "{input:?}: {resolved:?}");
         let logged = login(&dir, input, "alice-pw", Service::Imap).await;
         assert_eq!(refusal(logged), Refusal::InvalidLogin, "{input:?}");
     }
     for domain in ["*", "acme.test)(x=*", "acme.test\\", ""] {
         let resolved = dir.directory.resolve_domain(domain).await;
-        assert!(
-            matches!(resolved, Err(DirectoryError::Invalid(_))),
-            "{domain:?}: {resolved:?}"
-        );
+        assert_error!(resolved, Invalid, "{domain:?}: {resolved:?}");
     }
 }
 
@@ -503,26 +507,14 @@ async fn alias_changes_that_collide_or_loop_are_refused(kind: Kind) {
     // robert@acme.test is bob's second address: taken, though no entry is named after it.
     for taken in ["robert@acme.test", "sales@acme.test", "alice@acme.test"] {
         let result = create(&dir, "acme.test", taken, &["dave@acme.test"]).await;
-        assert!(
-            matches!(result, Err(DirectoryError::Conflict(_))),
-            "{taken}: {result:?}"
-        );
+        assert_error!(result, Conflict, "{taken}: {result:?}");
     }
     let elsewhere = create(&dir, "acme.test", "x@globex.test", &["dave@acme.test"]).await;
-    assert!(
-        matches!(elsewhere, Err(DirectoryError::Invalid(_))),
-        "{elsewhere:?}"
-    );
+    assert_error!(elsewhere, Invalid, "{elsewhere:?}");
     let no_targets = create(&dir, "acme.test", "x@acme.test", &[]).await;
-    assert!(
-        matches!(no_targets, Err(DirectoryError::Invalid(_))),
-        "{no_targets:?}"
-    );
+    assert_error!(no_targets, Invalid, "{no_targets:?}");
     let bad_target = create(&dir, "acme.test", "x@acme.test", &["a%b@c.test"]).await;
-    assert!(
-        matches!(bad_target, Err(DirectoryError::Invalid(_))),
-        "{bad_target:?}"
-    );
+    assert_error!(bad_target, Invalid, "{bad_target:?}");
     let alias_domain = create(
         &dir,
         "acme-mail.test",
@@ -538,15 +530,9 @@ async fn alias_changes_that_collide_or_loop_are_refused(kind: Kind) {
         ..AliasUpdate::default()
     };
     let looped = dir.directory.update_alias("sales@acme.test", update).await;
-    assert!(
-        matches!(looped, Err(DirectoryError::Conflict(_))),
-        "{looped:?}"
-    );
+    assert_error!(looped, Conflict, "{looped:?}");
     let pointing_at_itself = create(&dir, "acme.test", "me@acme.test", &["me@acme.test"]).await;
-    assert!(
-        matches!(pointing_at_itself, Err(DirectoryError::Conflict(_))),
-        "{pointing_at_itself:?}"
-    );
+    assert_error!(pointing_at_itself, Conflict, "{pointing_at_itself:?}");
     // Nothing changed.
     assert_eq!(
         addresses(&expansion(&dir, "sales@acme.test").await),
@@ -573,10 +559,7 @@ async fn alias_limits_are_enforced(kind: Kind) {
         &["rita@readonly.test"],
     )
     .await;
-    assert!(
-        matches!(second, Err(DirectoryError::LimitReached(_))),
-        "{second:?}"
-    );
+    assert_error!(second, LimitReached, "{second:?}");
 }
 
 async fn mailboxes_and_aliases_are_counted(kind: Kind) {
@@ -719,10 +702,7 @@ async fn the_read_only_account_can_route_but_not_write() {
     let dir = TestDirectory::start(options);
     assert_eq!(mailbox(&dir, "alice@acme.test").await.id, "u-0001");
     let write = create(&dir, "acme.test", "new@acme.test", &["alice@acme.test"]).await;
-    assert!(
-        matches!(write, Err(DirectoryError::Forbidden(_))),
-        "{write:?}"
-    );
+    assert_error!(write, Forbidden, "{write:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
