@@ -209,6 +209,8 @@ impl Maildir {
     }
 
     /// Where the message `id` is now, looking in `new/` and `cur/`.
+    // TODO: a lookup in cur/ lists the folder; the IMAP role will keep an id-to-name map per
+    // session, and this marker goes when it does.
     pub fn find(&self, folder: Option<&FolderName>, id: &str) -> Result<MessageInfo> {
         let base = self.folder_path(folder);
         let new = base.join("new").join(id);
