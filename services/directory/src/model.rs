@@ -347,6 +347,9 @@ pub struct Mailbox {
     pub dn: String,
     /// The primary address (`mail`).
     pub address: Address,
+    /// Every address that reaches it (`mailfoldAddress`), the primary included: what the
+    /// mailbox may send as.
+    pub addresses: Vec<String>,
     /// The owning tenant's id (metrics label, API scope).
     pub tenant: String,
     /// The domain whose subtree holds the entry.
@@ -392,6 +395,7 @@ impl Mailbox {
             id,
             dn: entry.dn.clone(),
             address,
+            addresses: entry.values("mailfoldAddress").iter().map(|a| a.to_lowercase()).collect(),
             tenant: tenant.id.clone(),
             domain: domain.name.clone(),
             shard: required(entry, "mailfoldMailShard")?.to_string(),

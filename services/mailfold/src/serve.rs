@@ -112,7 +112,8 @@ async fn start_pop3(
     roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
     use mailfold_net::limits::{ConnectionLimits, LoginPolicy, LoginThrottle};
-    use mailfold_pop3::server::{Transport, serve};
+    use mailfold_net::server::Transport;
+    use mailfold_pop3::server::serve;
 
     let pop3 = &config.pop3;
     let auth = &config.auth;

@@ -9,11 +9,13 @@
 //! - [`limits`]: connection limits per listener and client network, and login throttling.
 //! - [`stream`]: a connection that may switch to TLS, and a capped line reader.
 //! - [`sasl`]: SASL PLAIN decoding for every AUTH command.
+//! - [`server`]: the accept loop: PROXY header, limits, implicit TLS, a span per connection.
 
 pub mod certificate;
 pub mod limits;
 pub mod proxy;
 pub mod sasl;
+pub mod server;
 pub mod stream;
 pub mod tls;
 
