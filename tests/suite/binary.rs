@@ -23,7 +23,11 @@ fn quickstart_copy(folder: &Path, port: u16) -> PathBuf {
         )
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
         .replace("127.0.0.1:1110", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:1995", &format!("127.0.0.1:{}", free_port()));
+        .replace("127.0.0.1:1995", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:2525", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:2587", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:2465", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:2424", &format!("127.0.0.1:{}", free_port()));
     let path = folder.join("quickstart.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -167,7 +171,7 @@ fn check_config_accepts_the_quick_start() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(text.contains("ok (roles: api, pop3)"), "{text}");
+    assert!(text.contains("ok (roles: api, pop3, smtp, lmtp)"), "{text}");
 }
 
 #[test]

@@ -395,7 +395,11 @@ impl Mailbox {
             id,
             dn: entry.dn.clone(),
             address,
-            addresses: entry.values("mailfoldAddress").iter().map(|a| a.to_lowercase()).collect(),
+            addresses: entry
+                .values("mailfoldAddress")
+                .iter()
+                .map(|a| a.to_lowercase())
+                .collect(),
             tenant: tenant.id.clone(),
             domain: domain.name.clone(),
             shard: required(entry, "mailfoldMailShard")?.to_string(),

@@ -27,6 +27,10 @@ pub enum Role {
     Api,
     /// POP3 mailbox access.
     Pop3,
+    /// SMTP: MX and submission.
+    Smtp,
+    /// LMTP from an edge MTA.
+    Lmtp,
 }
 
 impl Role {
@@ -34,6 +38,8 @@ impl Role {
         match name {
             "api" => Some(Role::Api),
             "pop3" => Some(Role::Pop3),
+            "smtp" => Some(Role::Smtp),
+            "lmtp" => Some(Role::Lmtp),
             _ => None,
         }
     }
@@ -44,6 +50,8 @@ impl fmt::Display for Role {
         f.write_str(match self {
             Role::Api => "api",
             Role::Pop3 => "pop3",
+            Role::Smtp => "smtp",
+            Role::Lmtp => "lmtp",
         })
     }
 }
@@ -71,6 +79,37 @@ pub struct Config {
     pub pop3: Pop3Config,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[smtp]`: the SMTP and LMTP roles.
+    pub smtp: SmtpConfig,
+}
+
+/// `[smtp]`.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// The name in the greeting, EHLO and Received headers.
+    pub hostname: String,
+    /// MX listeners.
+    pub mx: Vec<SocketAddr>,
+    /// Submission listeners with STARTTLS.
+    pub submission: Vec<SocketAddr>,
+    /// Submission listeners with implicit TLS.
+    pub submissions: Vec<SocketAddr>,
+    /// LMTP listeners.
+    pub lmtp: Vec<SocketAddr>,
+    /// Largest message, in bytes (0: unlimited).
+    pub max_message_size: u64,
+    /// Bare CR/LF in DATA.
+    pub bare_line_endings: mailfold_smtp::BareLineEndings,
+    /// AUTH without TLS on submission.
+    pub plaintext: mailfold_smtp::Plaintext,
+    /// PROXY protocol header first.
+    pub proxy_protocol: bool,
+    /// Most connections in all.
+    pub max_connections: usize,
+    /// Most connections from one address.
+    pub max_connections_per_ip: usize,
+    /// Where `RCPT TO:<postmaster>` goes.
+    pub postmaster: String,
 }
 
 /// `[tls]`: PEM files.
@@ -228,6 +267,7 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
     let tls = read_tls(root, errors);
     let auth = read_auth(root, errors);
     let pop3 = read_pop3(root, errors, roles.contains(&Role::Pop3));
+    let smtp = read_smtp(root, errors);
     let mut metrics = root.section("metrics", errors);
     let max_tenants = metrics
         .integer("max_tenants", 1, 1_000_000, errors)
@@ -257,6 +297,7 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
         auth,
         pop3,
         metrics: MetricsConfig { max_tenants },
+        smtp,
     })
 }
 
@@ -271,7 +312,7 @@ fn read_roles(root: &mut Section, errors: &mut Errors) -> Vec<Role> {
             Some(_) => {}
             None => errors.add(
                 "roles",
-                format!("unknown role {name:?}; available: api, pop3"),
+                format!("unknown role {name:?}; available: api, pop3, smtp, lmtp"),
             ),
         }
     }
@@ -455,6 +496,85 @@ fn read_pop3(root: &mut Section, errors: &mut Errors, enabled: bool) -> Pop3Conf
     };
     section.finish(errors);
     config
+}
+
+fn read_smtp(root: &mut Section, errors: &mut Errors) -> SmtpConfig {
+    use mailfold_smtp::{BareLineEndings, Plaintext};
+    let mut section = root.section("smtp", errors);
+    let hostname = section
+        .string("hostname", errors)
+        .unwrap_or_else(system_hostname);
+    if mailfold_directory::Domain::parse(&hostname).is_err() {
+        errors.add(
+            &section.key("hostname"),
+            format!("{hostname:?} is not a host name"),
+        );
+    }
+    let bare_line_endings = match section.string("bare_line_endings", errors).as_deref() {
+        None | Some("reject") => BareLineEndings::Reject,
+        Some("normalise") => BareLineEndings::Normalise,
+        Some(other) => {
+            errors.add(
+                &section.key("bare_line_endings"),
+                format!("{other:?}: reject or normalise"),
+            );
+            BareLineEndings::Reject
+        }
+    };
+    let plaintext = match section.string("plaintext", errors).as_deref() {
+        None | Some("never") => Plaintext::Never,
+        Some("loopback") => Plaintext::Loopback,
+        Some("always") => Plaintext::Always,
+        Some(other) => {
+            errors.add(
+                &section.key("plaintext"),
+                format!("{other:?}: never, loopback or always"),
+            );
+            Plaintext::Never
+        }
+    };
+    let postmaster = section
+        .string("postmaster", errors)
+        .unwrap_or_else(|| format!("postmaster@{hostname}"));
+    let config = SmtpConfig {
+        mx: section
+            .addresses("mx", errors)
+            .unwrap_or_else(|| vec![local(2525)]),
+        submission: section
+            .addresses("submission", errors)
+            .unwrap_or_else(|| vec![local(2587)]),
+        submissions: section
+            .addresses("submissions", errors)
+            .unwrap_or_else(|| vec![local(2465)]),
+        lmtp: section
+            .addresses("lmtp", errors)
+            .unwrap_or_else(|| vec![local(2424)]),
+        max_message_size: section
+            .integer("max_message_size", 0, i64::MAX, errors)
+            .unwrap_or(50 << 20) as u64,
+        bare_line_endings,
+        plaintext,
+        proxy_protocol: section.boolean("proxy_protocol", errors).unwrap_or(false),
+        max_connections: section
+            .integer("max_connections", 1, 1_000_000, errors)
+            .unwrap_or(10_000) as usize,
+        max_connections_per_ip: section
+            .integer("max_connections_per_ip", 1, 1_000_000, errors)
+            .unwrap_or(50) as usize,
+        postmaster,
+        hostname,
+    };
+    section.finish(errors);
+    config
+}
+
+/// The machine's host name, or `localhost`.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 fn local(port: u16) -> SocketAddr {

@@ -59,11 +59,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 }
             }
             // Started below, once the directory and store exist.
-            Role::Pop3 => {}
+            Role::Pop3 | Role::Smtp | Role::Lmtp => {}
         }
     }
     if config.roles.contains(&Role::Pop3) {
         start_pop3(&config, &directory, &metrics, &stopping, &mut roles).await?;
+    }
+    if config.roles.contains(&Role::Smtp) || config.roles.contains(&Role::Lmtp) {
+        start_smtp(&config, &directory, &metrics, &stopping, &mut roles).await?;
     }
     tracing::info!(backend = directory.backend_kind(), "mailfold started");
 
@@ -153,6 +156,79 @@ async fn start_pop3(
             services.clone(),
             stopping.clone(),
         ));
+    }
+    Ok(())
+}
+
+async fn start_smtp(
+    config: &Config,
+    directory: &Arc<Directory>,
+    metrics: &Metrics,
+    stopping: &watch::Receiver<bool>,
+    roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    use mailfold_net::limits::{ConnectionLimits, LoginPolicy, LoginThrottle};
+    use mailfold_net::server::Transport;
+    use mailfold_smtp::Mode;
+
+    let smtp = &config.smtp;
+    let auth = &config.auth;
+    let services = Arc::new(mailfold_smtp::Services {
+        directory: directory.clone(),
+        store: Arc::new(mailfold_store::Store::new(config.shards.clone())),
+        spool_dir: config.state_dir.join("spool"),
+        hostname: smtp.hostname.clone(),
+        metrics: mailfold_smtp::SmtpMetrics::new(metrics.registry(), config.metrics.max_tenants),
+        throttle: Arc::new(LoginThrottle::new(LoginPolicy {
+            failures_per_ip: auth.max_failures_per_ip as usize,
+            failures_per_account: auth.max_failures_per_account as usize,
+            window: auth.failure_window,
+            failure_delay: auth.failure_delay,
+            ..LoginPolicy::default()
+        })),
+        limits: Arc::new(ConnectionLimits::new(
+            smtp.max_connections,
+            smtp.max_connections_per_ip,
+        )),
+        tls: Some(tls_acceptor(config)?),
+        policy: mailfold_smtp::Policy {
+            max_message_size: smtp.max_message_size,
+            bare_line_endings: smtp.bare_line_endings,
+            plaintext: smtp.plaintext,
+            proxy_protocol: smtp.proxy_protocol,
+            postmaster: smtp.postmaster.clone(),
+        },
+    });
+    let mut listeners = Vec::new();
+    if config.roles.contains(&Role::Smtp) {
+        listeners.extend(smtp.mx.iter().map(|a| (a, Transport::Plain, Mode::Mx)));
+        listeners.extend(
+            smtp.submission
+                .iter()
+                .map(|a| (a, Transport::Plain, Mode::Submission)),
+        );
+        listeners.extend(
+            smtp.submissions
+                .iter()
+                .map(|a| (a, Transport::ImplicitTls, Mode::Submission)),
+        );
+    }
+    if config.roles.contains(&Role::Lmtp) {
+        listeners.extend(smtp.lmtp.iter().map(|a| (a, Transport::Plain, Mode::Lmtp)));
+    }
+    for (address, transport, mode) in listeners {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} for {mode:?}"))?;
+        tracing::info!(role = ?mode, %address, tls = transport == Transport::ImplicitTls, "listening");
+        let serve = mailfold_smtp::server::serve(
+            listener,
+            transport,
+            mode,
+            services.clone(),
+            stopping.clone(),
+        );
+        roles.spawn(serve);
     }
     Ok(())
 }

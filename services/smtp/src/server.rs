@@ -1,0 +1,50 @@
+//! SMTP, submission and LMTP listeners, through the shared accept loop.
+
+use std::sync::Arc;
+
+use mailfold_net::server::{ListenerOptions, Transport};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::session::Session;
+use crate::{Mode, Services};
+
+/// Accepts connections in `mode` until `stopping` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    transport: Transport,
+    mode: Mode,
+    services: Arc<Services>,
+    stopping: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let options = ListenerOptions {
+        role: match mode {
+            Mode::Mx => "smtp",
+            Mode::Submission => "submission",
+            Mode::Lmtp => "lmtp",
+        },
+        proxy_protocol: services.policy.proxy_protocol,
+        limits: services.limits.clone(),
+        tls: services.tls.clone(),
+        // RFC 5321 §3.8: 421 when the service is not available for now.
+        over_limit: "421 4.7.0 too many connections, try again later\r\n",
+    };
+    mailfold_net::server::serve(
+        listener,
+        transport,
+        options,
+        stopping,
+        move |stream, peer| {
+            let services = services.clone();
+            async move {
+                services.metrics.connection(true);
+                let result = Session::new(services.clone(), mode, peer, stream)
+                    .run()
+                    .await;
+                services.metrics.connection(false);
+                result
+            }
+        },
+    )
+    .await
+}
