@@ -1,6 +1,6 @@
 //! The SMTP roles' Prometheus series, the mailgraph "received" and "rejected" among them.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 use mailfold_telemetry::TenantLabels;
 
@@ -11,17 +11,26 @@ pub struct SmtpMetrics {
     commands: IntCounterVec,
     logins: IntCounterVec,
     received: IntCounterVec,
+    received_bytes: IntCounterVec,
     rejected: IntCounterVec,
+    delivery: Histogram,
     tenants: TenantLabels,
 }
 
 impl SmtpMetrics {
     /// Registers the series; tenants beyond `max_tenants` are labelled `other`.
     pub fn new(registry: &Registry, max_tenants: usize) -> SmtpMetrics {
-        // Constant names and labels: the definitions cannot be invalid.
+        // Constant names, labels and buckets: the definitions cannot be invalid.
         let vec = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter definition")
         };
+        let delivery = HistogramOpts::new(
+            "mailfold_delivery_duration_seconds",
+            "Time from the end of the data to every copy being durable.",
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+        ]);
         let metrics = SmtpMetrics {
             connections: IntGauge::new(
                 "mailfold_smtp_connections",
@@ -30,8 +39,8 @@ impl SmtpMetrics {
             .expect("valid gauge definition"),
             commands: vec(
                 "mailfold_smtp_commands_total",
-                "SMTP commands by verb.",
-                &["command"],
+                "SMTP commands by verb and result.",
+                &["command", "result"],
             ),
             logins: vec(
                 "mailfold_smtp_logins_total",
@@ -43,18 +52,26 @@ impl SmtpMetrics {
                 "Messages delivered into a local mailbox, per recipient mailbox.",
                 &["tenant"],
             ),
+            received_bytes: vec(
+                "mailfold_messages_received_bytes_total",
+                "Bytes of the messages delivered into local mailboxes.",
+                &["tenant"],
+            ),
             rejected: vec(
                 "mailfold_messages_rejected_total",
                 "Recipients or messages refused, by reason.",
                 &["reason"],
             ),
+            delivery: Histogram::with_opts(delivery).expect("valid histogram definition"),
             tenants: TenantLabels::new(max_tenants),
         };
         let _ = registry.register(Box::new(metrics.connections.clone()));
+        let _ = registry.register(Box::new(metrics.delivery.clone()));
         for counter in [
             &metrics.commands,
             &metrics.logins,
             &metrics.received,
+            &metrics.received_bytes,
             &metrics.rejected,
         ] {
             let _ = registry.register(Box::new(counter.clone()));
@@ -70,8 +87,10 @@ impl SmtpMetrics {
         }
     }
 
-    pub(crate) fn command(&self, verb: &str) {
-        self.commands.with_label_values(&[verb]).inc();
+    pub(crate) fn command(&self, verb: &str, ok: bool) {
+        self.commands
+            .with_label_values(&[verb, if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     pub(crate) fn login(&self, ok: bool) {
@@ -80,9 +99,16 @@ impl SmtpMetrics {
             .inc();
     }
 
-    pub(crate) fn received(&self, tenant: &str) {
+    pub(crate) fn received(&self, tenant: &str, bytes: u64) {
         let tenant = self.tenants.label(tenant);
         self.received.with_label_values(&[&tenant]).inc();
+        self.received_bytes
+            .with_label_values(&[&tenant])
+            .inc_by(bytes);
+    }
+
+    pub(crate) fn delivered_in(&self, seconds: f64) {
+        self.delivery.observe(seconds);
     }
 
     pub(crate) fn rejected(&self, reason: &str) {

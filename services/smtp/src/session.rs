@@ -153,8 +153,9 @@ impl Session {
             let next = match codec::parse(&bytes, utf8) {
                 Ok(command) => {
                     let verb = command.verb();
+                    let errors = self.errors;
                     let next = self.dispatch(command).await?;
-                    self.services.metrics.command(verb);
+                    self.services.metrics.command(verb, self.errors == errors);
                     next
                 }
                 Err(error) => {
@@ -831,6 +832,8 @@ impl Session {
     /// Delivers the received message to every accepted recipient; replies once (SMTP) or per
     /// recipient (LMTP). Invariant 1: `250` only once each copy is durable.
     async fn deliver(&mut self, mut spool: Spool) -> std::io::Result<()> {
+        let started = std::time::Instant::now();
+        let size = spool.size();
         let transaction = std::mem::take(&mut self.transaction);
         if let Err(error) = spool.finish().await {
             tracing::warn!(cause = %error, "writing the spool file");
@@ -889,6 +892,9 @@ impl Session {
         .await
         .unwrap_or_default();
         drop(spool);
+        self.services
+            .metrics
+            .delivered_in(started.elapsed().as_secs_f64());
 
         let outcome: Vec<Result<(), String>> = transaction
             .recipients
@@ -904,7 +910,9 @@ impl Session {
             match result {
                 Ok(()) => {
                     tracing::info!(recipient = %recipient.mailbox.address, "delivered");
-                    self.services.metrics.received(&recipient.mailbox.tenant);
+                    self.services
+                        .metrics
+                        .received(&recipient.mailbox.tenant, size);
                 }
                 Err(cause) => {
                     tracing::warn!(recipient = %recipient.mailbox.address, %cause, "delivery failed")
