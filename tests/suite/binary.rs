@@ -213,3 +213,60 @@ fn lookup_on_the_quick_start_shows_routing_and_exit_codes() {
         assert!(text.contains(expected), "{address}: {text}");
     }
 }
+
+#[test]
+fn lmtp_on_a_unix_socket_answers_each_recipient_and_delivers() {
+    let folder = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = quickstart_copy(folder.path(), port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "plaintext = \"loopback\"\n\n[auth]",
+        "plaintext = \"loopback\"\nlmtp_socket = \"lmtp.sock\"\n\n[auth]",
+    );
+    assert!(
+        text.contains("lmtp_socket"),
+        "the quick start's [smtp] section moved"
+    );
+    std::fs::write(&config, text).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server::start(
+        &config,
+        folder.path().join("serve.log"),
+        &format!("{base}/healthz"),
+    );
+
+    // Python's smtplib.LMTP takes a path for a unix socket.
+    let socket = folder.path().join("lmtp.sock");
+    let script = format!(
+        "import smtplib\n\
+         c = smtplib.LMTP({:?})\n\
+         refused = c.sendmail('sender@elsewhere.example', ['alice@acme.test', 'nobody@acme.test'], \
+         b'Subject: over a socket\\r\\n\\r\\nhello\\r\\n')\n\
+         print(sorted(refused.items()))\n\
+         c.quit()\n",
+        socket.display().to_string()
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("'nobody@acme.test', (550"), "{printed}");
+
+    let inbox = folder.path().join("var/mail/2a/4c/u-0001/new");
+    let delivered: Vec<_> = std::fs::read_dir(&inbox).unwrap().flatten().collect();
+    assert_eq!(delivered.len(), 1);
+    let message = std::fs::read_to_string(delivered[0].path()).unwrap();
+    assert!(
+        message.starts_with("Return-Path: <sender@elsewhere.example>\r\n"),
+        "{message}"
+    );
+    assert!(message.contains("with LMTP id"), "{message}");
+    assert!(message.ends_with("\r\nhello\r\n"), "{message}");
+}

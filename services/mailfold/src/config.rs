@@ -96,6 +96,8 @@ pub struct SmtpConfig {
     pub submissions: Vec<SocketAddr>,
     /// LMTP listeners.
     pub lmtp: Vec<SocketAddr>,
+    /// An LMTP unix socket.
+    pub lmtp_socket: Option<PathBuf>,
     /// Largest message, in bytes (0: unlimited).
     pub max_message_size: u64,
     /// Bare CR/LF in DATA.
@@ -549,6 +551,7 @@ fn read_smtp(root: &mut Section, errors: &mut Errors) -> SmtpConfig {
         lmtp: section
             .addresses("lmtp", errors)
             .unwrap_or_else(|| vec![local(2424)]),
+        lmtp_socket: section.path("lmtp_socket", errors),
         max_message_size: section
             .integer("max_message_size", 0, i64::MAX, errors)
             .unwrap_or(50 << 20) as u64,

@@ -216,6 +216,23 @@ async fn start_smtp(
     if config.roles.contains(&Role::Lmtp) {
         listeners.extend(smtp.lmtp.iter().map(|a| (a, Transport::Plain, Mode::Lmtp)));
     }
+    if config.roles.contains(&Role::Lmtp)
+        && let Some(path) = &smtp.lmtp_socket
+    {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        // A socket file left by an earlier run would make the bind fail.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("listening on {} for lmtp", path.display()))?;
+        // The local MTA's group may connect; nobody else.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+        tracing::info!(role = "lmtp", socket = %path.display(), "listening");
+        let serve =
+            mailfold_smtp::server::serve_lmtp_unix(listener, services.clone(), stopping.clone());
+        roles.spawn(serve);
+    }
     for (address, transport, mode) in listeners {
         let listener = tokio::net::TcpListener::bind(address)
             .await

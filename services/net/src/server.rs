@@ -147,3 +147,48 @@ where
     tracing::info!(peer = %address, tls = stream.is_tls(), "{} connection", options.role);
     session(stream, address).await
 }
+
+/// Accepts connections on a unix socket until `stopping` turns true. A unix socket is a local
+/// client (an MTA on the same machine): no PROXY header and no TLS; limits count it as
+/// loopback, and the session sees the peer `127.0.0.1:0`.
+pub async fn serve_unix<S, F>(
+    listener: tokio::net::UnixListener,
+    options: ListenerOptions,
+    mut stopping: watch::Receiver<bool>,
+    session: S,
+) -> std::io::Result<()>
+where
+    S: Fn(MaybeTls, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(role = options.role, cause = %error, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stopping) => return Ok(()),
+        };
+        let (options, session) = (options.clone(), session.clone());
+        let span = tracing::info_span!("connection", role = options.role, peer = "unix");
+        tokio::spawn(
+            async move {
+                let Some(_permit) = options.limits.try_acquire(local.ip()) else {
+                    let mut stream = stream;
+                    let _ = stream.write_all(options.over_limit.as_bytes()).await;
+                    return;
+                };
+                tracing::info!("{} connection on a unix socket", options.role);
+                if let Err(error) = session(MaybeTls::Unix(stream), local).await {
+                    tracing::debug!(cause = %error, "connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}

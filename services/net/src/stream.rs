@@ -26,6 +26,8 @@ pub enum MaybeTls {
     Plain(TcpStream),
     /// TLS, after an upgrade or on an implicit-TLS port. Boxed: the TLS state is large.
     Tls(Box<TlsStream<TcpStream>>),
+    /// A unix socket on this machine (LMTP from a local MTA); never upgraded.
+    Unix(tokio::net::UnixStream),
 }
 
 impl MaybeTls {
@@ -43,6 +45,10 @@ impl MaybeTls {
                 io::ErrorKind::InvalidInput,
                 "upgrading to tls: the connection is under tls already",
             )),
+            MaybeTls::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "upgrading to tls: a unix socket is not upgraded",
+            )),
         }
     }
 
@@ -51,11 +57,13 @@ impl MaybeTls {
         matches!(self, MaybeTls::Tls(_))
     }
 
-    /// The TCP connection underneath, for its addresses and socket options.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP connection underneath, for its addresses and socket options; none for a unix
+    /// socket.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            MaybeTls::Plain(tcp) => tcp,
-            MaybeTls::Tls(tls) => tls.get_ref().0,
+            MaybeTls::Plain(tcp) => Some(tcp),
+            MaybeTls::Tls(tls) => Some(tls.get_ref().0),
+            MaybeTls::Unix(_) => None,
         }
     }
 }
@@ -69,6 +77,7 @@ impl AsyncRead for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             MaybeTls::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            MaybeTls::Unix(unix) => Pin::new(unix).poll_read(cx, buf),
         }
     }
 }
@@ -82,6 +91,7 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             MaybeTls::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            MaybeTls::Unix(unix) => Pin::new(unix).poll_write(cx, buf),
         }
     }
 
@@ -89,6 +99,7 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
             MaybeTls::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            MaybeTls::Unix(unix) => Pin::new(unix).poll_flush(cx),
         }
     }
 
@@ -96,6 +107,7 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             MaybeTls::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            MaybeTls::Unix(unix) => Pin::new(unix).poll_shutdown(cx),
         }
     }
 
@@ -107,6 +119,7 @@ impl AsyncWrite for MaybeTls {
         match self.get_mut() {
             MaybeTls::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
             MaybeTls::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+            MaybeTls::Unix(unix) => Pin::new(unix).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -114,6 +127,7 @@ impl AsyncWrite for MaybeTls {
         match self {
             MaybeTls::Plain(tcp) => tcp.is_write_vectored(),
             MaybeTls::Tls(tls) => tls.is_write_vectored(),
+            MaybeTls::Unix(unix) => unix.is_write_vectored(),
         }
     }
 }
@@ -509,7 +523,15 @@ mod tests {
         stream.write_all(b"+OK\r\n").await.unwrap();
         let stream = stream.upgrade(&acceptor).await.unwrap();
         assert!(stream.is_tls());
-        assert!(stream.tcp().peer_addr().unwrap().ip().is_loopback());
+        assert!(
+            stream
+                .tcp()
+                .unwrap()
+                .peer_addr()
+                .unwrap()
+                .ip()
+                .is_loopback()
+        );
 
         // Under TLS the first command is the client's CAPA, not the injected USER.
         let mut reader = LineReader::new(stream);

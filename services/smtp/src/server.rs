@@ -9,15 +9,8 @@ use tokio::sync::watch;
 use crate::session::Session;
 use crate::{Mode, Services};
 
-/// Accepts connections in `mode` until `stopping` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    transport: Transport,
-    mode: Mode,
-    services: Arc<Services>,
-    stopping: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let options = ListenerOptions {
+fn options(mode: Mode, services: &Services) -> ListenerOptions {
+    ListenerOptions {
         role: match mode {
             Mode::Mx => "smtp",
             Mode::Submission => "submission",
@@ -28,7 +21,41 @@ pub async fn serve(
         tls: services.tls.clone(),
         // RFC 5321 §3.8: 421 when the service is not available for now.
         over_limit: "421 4.7.0 too many connections, try again later\r\n",
-    };
+    }
+}
+
+/// Accepts LMTP connections on a unix socket until `stopping` turns true (RFC 2033 §5 names
+/// the unix socket as LMTP's usual transport on one machine).
+pub async fn serve_lmtp_unix(
+    listener: tokio::net::UnixListener,
+    services: Arc<Services>,
+    stopping: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut options = options(Mode::Lmtp, &services);
+    options.proxy_protocol = false;
+    mailfold_net::server::serve_unix(listener, options, stopping, move |stream, peer| {
+        let services = services.clone();
+        async move {
+            services.metrics.connection(true);
+            let result = Session::new(services.clone(), Mode::Lmtp, peer, stream)
+                .run()
+                .await;
+            services.metrics.connection(false);
+            result
+        }
+    })
+    .await
+}
+
+/// Accepts connections in `mode` until `stopping` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    transport: Transport,
+    mode: Mode,
+    services: Arc<Services>,
+    stopping: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let options = options(mode, &services);
     mailfold_net::server::serve(
         listener,
         transport,
