@@ -1,0 +1,334 @@
+//! DATA and BDAT, the spool with its Received header, and delivery into the mailboxes.
+
+use std::time::SystemTime;
+
+use mailfold_directory::Mailbox;
+use mailfold_store::{QuotaLimit, Recipient, StoreError};
+
+use super::transaction::reject_reason;
+use super::{DATA_TIMEOUT, Session, Transaction};
+use crate::Mode;
+use crate::codec::{Reply, ReversePath};
+use crate::data::{self, Received, Refusal};
+use crate::received::{Protocol, Trace};
+use crate::spool::Spool;
+
+impl Session {
+    pub(super) async fn data(&mut self) -> std::io::Result<()> {
+        if self.transaction.from.is_none() || self.transaction.rcpts.is_empty() {
+            return self
+                .error(Reply::new(503, Some((5, 5, 1)), "no valid recipients"))
+                .await;
+        }
+        if self.transaction.spool.is_some() {
+            return self
+                .error(Reply::new(503, Some((5, 5, 1)), "DATA after BDAT"))
+                .await;
+        }
+        let mut spool = match self.new_spool().await {
+            Ok(spool) => spool,
+            Err(reply) => return self.send(&reply).await,
+        };
+        self.send(&Reply::new(354, None, "end data with <CR><LF>.<CR><LF>"))
+            .await?;
+
+        let limit = self.message_limit();
+        let endings = self.services.policy.bare_line_endings;
+        let reader = self.io();
+        let received = tokio::time::timeout(
+            DATA_TIMEOUT,
+            data::receive_data(reader, &mut spool, limit, endings),
+        )
+        .await;
+        let received = match received {
+            Err(_) => {
+                let _ = self
+                    .send(&Reply::new(
+                        421,
+                        Some((4, 4, 2)),
+                        "timeout waiting for data",
+                    ))
+                    .await;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "data timeout",
+                ));
+            }
+            Ok(received) => received?,
+        };
+        match received {
+            Received::Truncated => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed in DATA",
+            )),
+            Received::Refused(refusal) => {
+                self.transaction = Transaction::default();
+                let reply = refusal_reply(refusal);
+                self.services.metrics.rejected(reject_reason(&reply));
+                self.send(&reply).await
+            }
+            Received::Complete(_) => self.deliver(spool).await,
+        }
+    }
+
+    pub(super) async fn bdat(&mut self, size: u64, last: bool) -> std::io::Result<()> {
+        // RFC 3030 §2: the chunk is read even when the command is refused, to stay in step.
+        let ready = self.transaction.from.is_some() && !self.transaction.rcpts.is_empty();
+        if ready && self.transaction.spool.is_none() {
+            match self.new_spool().await {
+                Ok(spool) => self.transaction.spool = Some(spool),
+                Err(reply) => {
+                    let mut discard = None;
+                    self.read_chunk(&mut discard, size).await?;
+                    return self.send(&reply).await;
+                }
+            }
+        }
+        let mut spool = if ready {
+            self.transaction.spool.take()
+        } else {
+            None
+        };
+        let refused = self.read_chunk(&mut spool, size).await?;
+        if !ready {
+            return self
+                .error(Reply::new(503, Some((5, 5, 1)), "no valid recipients"))
+                .await;
+        }
+        if let Some(refusal) = refused {
+            self.transaction.bdat_refusal.get_or_insert(refusal);
+        }
+        if !last {
+            self.transaction.spool = spool;
+            return self
+                .send(&Reply::ok((2, 0, 0), &format!("{size} octets received")))
+                .await;
+        }
+        if let Some(refusal) = self.transaction.bdat_refusal.take() {
+            self.transaction = Transaction::default();
+            return self.send(&refusal_reply(refusal)).await;
+        }
+        match spool {
+            Some(spool) => self.deliver(spool).await,
+            None => {
+                self.send(&Reply::new(451, Some((4, 3, 0)), "temporary failure"))
+                    .await
+            }
+        }
+    }
+
+    pub(super) async fn read_chunk(
+        &mut self,
+        spool: &mut Option<Spool>,
+        size: u64,
+    ) -> std::io::Result<Option<Refusal>> {
+        let limit = self.message_limit();
+        match spool {
+            Some(spool) => Ok(data::receive_chunk(self.io(), spool, size, limit, true)
+                .await?
+                .err()),
+            None => {
+                let folder = self.services.spool_dir.clone();
+                let mut scratch = Spool::create(&folder).await?;
+                let _ = data::receive_chunk(self.io(), &mut scratch, size, limit, false).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The strictest limit among the configured one and the recipients' own.
+    pub(super) fn message_limit(&self) -> u64 {
+        let own = self
+            .transaction
+            .recipients
+            .iter()
+            .map(|r| r.mailbox.max_message_size);
+        std::iter::once(self.services.policy.max_message_size)
+            .chain(own)
+            .filter(|l| *l > 0)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// A spool file that starts with this server's `Received:` header.
+    pub(super) async fn new_spool(&self) -> Result<Spool, Reply> {
+        let temporary = |error: std::io::Error| {
+            tracing::warn!(cause = %error, "creating a spool file");
+            Reply::new(451, Some((4, 3, 0)), "temporary failure, try again later")
+        };
+        let mut spool = Spool::create(&self.services.spool_dir)
+            .await
+            .map_err(temporary)?;
+        // The spool file's unique name, without its size field, is the transaction id.
+        let stem = spool
+            .path()
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        let id = stem
+            .unwrap_or_default()
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let single = match self.transaction.recipients.as_slice() {
+            [only] => Some(only.address.as_str()),
+            _ => None,
+        };
+        let protocol = match self.mode {
+            Mode::Lmtp => Protocol::Lmtp { tls: self.is_tls() },
+            _ if !self.esmtp => Protocol::Smtp,
+            _ => Protocol::Esmtp {
+                tls: self.is_tls(),
+                authenticated: self.user.is_some(),
+            },
+        };
+        let trace = Trace {
+            helo: self.helo.as_deref().unwrap_or(""),
+            peer: self.peer.ip(),
+            server: &self.services.hostname,
+            protocol,
+            id: &id,
+            recipient: single,
+        };
+        let header = crate::received::received(&trace, SystemTime::now());
+        spool
+            .write_all(header.as_bytes())
+            .await
+            .map_err(temporary)?;
+        Ok(spool)
+    }
+
+    /// Delivers the received message to every accepted recipient; replies once (SMTP) or per
+    /// recipient (LMTP). Invariant 1: `250` only once each copy is durable.
+    pub(super) async fn deliver(&mut self, mut spool: Spool) -> std::io::Result<()> {
+        let started = std::time::Instant::now();
+        let size = spool.size();
+        let transaction = std::mem::take(&mut self.transaction);
+        if let Err(error) = spool.finish().await {
+            tracing::warn!(cause = %error, "writing the spool file");
+            return self
+                .send(&Reply::new(
+                    451,
+                    Some((4, 3, 0)),
+                    "temporary failure, try again later",
+                ))
+                .await;
+        }
+        let sender = match &transaction.from {
+            Some(ReversePath::Address(address)) => address.to_string(),
+            _ => String::new(),
+        };
+
+        let store = self.services.store.clone();
+        let path = spool.path().to_path_buf();
+        let targets: Vec<(String, Mailbox)> = transaction
+            .recipients
+            .iter()
+            .map(|r| (r.address.clone(), r.mailbox.clone()))
+            .collect();
+        let results = tokio::task::spawn_blocking(move || {
+            let mut maildirs = Vec::new();
+            let mut prefixes = Vec::new();
+            for (address, mailbox) in &targets {
+                let quota = QuotaLimit {
+                    bytes: mailbox.quota_bytes,
+                    messages: mailbox.quota_messages,
+                };
+                maildirs.push(store.mailbox(&mailbox.shard, &mailbox.store, quota));
+                // RFC 5321 §4.4: Return-Path at final delivery; Delivered-To names the mailbox.
+                prefixes.push(format!(
+                    "Return-Path: <{sender}>\r\nDelivered-To: {address}\r\n"
+                ));
+            }
+            let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(targets.len());
+            for (maildir, prefix) in maildirs.iter().zip(&prefixes) {
+                let result = match maildir {
+                    Ok(maildir) => mailfold_store::deliver(
+                        &path,
+                        &[Recipient {
+                            maildir,
+                            prefix: Some(prefix.as_bytes()),
+                        }],
+                    )
+                    .remove(0)
+                    .map(|_| ()),
+                    Err(error) => Err(StoreError::Unavailable(error.to_string())),
+                };
+                results.push(result);
+            }
+            results
+        })
+        .await
+        .unwrap_or_default();
+        drop(spool);
+        self.services
+            .metrics
+            .delivered_in(started.elapsed().as_secs_f64());
+
+        let outcome: Vec<Result<(), String>> = transaction
+            .recipients
+            .iter()
+            .enumerate()
+            .map(|(index, _)| match results.get(index) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(error)) => Err(error.to_string()),
+                None => Err("delivery task failed".to_string()),
+            })
+            .collect();
+        for (recipient, result) in transaction.recipients.iter().zip(&outcome) {
+            match result {
+                Ok(()) => {
+                    tracing::info!(recipient = %recipient.mailbox.address, "delivered");
+                    self.services
+                        .metrics
+                        .received(&recipient.mailbox.tenant, size);
+                }
+                Err(cause) => {
+                    tracing::warn!(recipient = %recipient.mailbox.address, %cause, "delivery failed")
+                }
+            }
+        }
+
+        if self.mode == Mode::Lmtp {
+            // RFC 2033 §4.2: one reply per RCPT that succeeded, in order; an RCPT succeeds
+            // when every mailbox it reaches has its copy.
+            let delivered = |id: &String| {
+                transaction
+                    .recipients
+                    .iter()
+                    .zip(&outcome)
+                    .any(|(recipient, result)| recipient.mailbox.id == *id && result.is_ok())
+            };
+            for ids in &transaction.rcpts {
+                let reply = if ids.iter().all(delivered) {
+                    Reply::ok((2, 0, 0), "delivered")
+                } else {
+                    Reply::new(451, Some((4, 3, 0)), "temporary failure, try again later")
+                };
+                self.send(&reply).await?;
+            }
+            return Ok(());
+        }
+        // One reply for all: any failure makes the client retry the whole message. A copy
+        // already delivered may then arrive twice, which is better than losing one.
+        if outcome.iter().all(Result::is_ok) {
+            self.send(&Reply::ok((2, 0, 0), "message accepted")).await
+        } else {
+            self.send(&Reply::new(
+                451,
+                Some((4, 3, 0)),
+                "temporary failure, try again later",
+            ))
+            .await
+        }
+    }
+}
+
+fn refusal_reply(refusal: Refusal) -> Reply {
+    match refusal {
+        Refusal::TooBig => Reply::new(552, Some((5, 3, 4)), "message too big"),
+        // RFC 5321 §2.3.8: CR and LF only together.
+        Refusal::BareLineEnding => Reply::new(550, Some((5, 6, 0)), "bare CR or LF not allowed"),
+        Refusal::LineTooLong => Reply::new(500, Some((5, 5, 2)), "line too long"),
+    }
+}

@@ -1,0 +1,238 @@
+//! MAIL and RCPT: the sender's rules and each recipient's check through the directory and
+//! the store.
+
+use mailfold_directory::{Mailbox, Resolution, Service};
+use mailfold_store::{QuotaLimit, StoreError};
+
+use super::{Accepted, MAX_RECIPIENTS, Session, Transaction};
+use crate::Mode;
+use crate::codec::{ForwardPath, MailParameters, Reply, ReversePath};
+
+impl Session {
+    pub(super) async fn mail(
+        &mut self,
+        from: ReversePath,
+        parameters: MailParameters,
+    ) -> std::io::Result<()> {
+        if self.helo.is_none() {
+            return self
+                .error(Reply::new(503, Some((5, 5, 1)), "send EHLO first"))
+                .await;
+        }
+        if self.transaction.from.is_some() {
+            return self
+                .error(Reply::new(503, Some((5, 5, 1)), "nested MAIL command"))
+                .await;
+        }
+        if self.mode == Mode::Submission {
+            let Some(user) = &self.user else {
+                return self
+                    .error(Reply::new(530, Some((5, 7, 0)), "authentication required"))
+                    .await;
+            };
+            // The sender must be one of the mailbox's own addresses.
+            let owned = match &from {
+                ReversePath::Null => false,
+                ReversePath::Address(address) => {
+                    user.addresses.iter().any(|a| a == address.as_str())
+                }
+            };
+            if !owned {
+                return self
+                    .error(Reply::new(
+                        553,
+                        Some((5, 7, 1)),
+                        "sender address not owned by the login",
+                    ))
+                    .await;
+            }
+        }
+        // RFC 1870 §6: a declared size over the limit is refused at once.
+        let limit = self.services.policy.max_message_size;
+        if parameters
+            .size
+            .is_some_and(|size| limit > 0 && size > limit)
+        {
+            return self
+                .error(Reply::new(552, Some((5, 3, 4)), "message too big"))
+                .await;
+        }
+        self.transaction = Transaction {
+            from: Some(from),
+            parameters: Some(parameters),
+            ..Transaction::default()
+        };
+        self.send(&Reply::ok((2, 1, 0), "sender ok")).await
+    }
+
+    pub(super) async fn rcpt(&mut self, to: ForwardPath) -> std::io::Result<()> {
+        if self.transaction.from.is_none() {
+            return self
+                .error(Reply::new(503, Some((5, 5, 1)), "send MAIL first"))
+                .await;
+        }
+        if self.transaction.rcpts.len() >= MAX_RECIPIENTS {
+            return self
+                .send(&Reply::new(452, Some((4, 5, 3)), "too many recipients"))
+                .await;
+        }
+        let postmaster = matches!(to, ForwardPath::Postmaster);
+        let address = match to {
+            ForwardPath::Postmaster => self.services.policy.postmaster.clone(),
+            ForwardPath::Address(address) => address.to_string(),
+        };
+        let size = self
+            .transaction
+            .parameters
+            .as_ref()
+            .and_then(|p| p.size)
+            .unwrap_or(0);
+        match self.check_recipient(&address, size).await {
+            Ok(mailboxes) => {
+                // Each mailbox once per transaction; the RCPT remembers which it reaches, so
+                // LMTP can answer it (RFC 2033 §4.2: one reply per successful RCPT).
+                let ids: Vec<String> = mailboxes.iter().map(|m| m.id.clone()).collect();
+                for mailbox in mailboxes {
+                    let duplicate = self
+                        .transaction
+                        .recipients
+                        .iter()
+                        .any(|r| r.mailbox.id == mailbox.id);
+                    if !duplicate {
+                        self.transaction.recipients.push(Accepted {
+                            address: address.clone(),
+                            mailbox,
+                        });
+                    }
+                }
+                self.transaction.rcpts.push(ids);
+                self.send(&Reply::ok((2, 1, 5), "recipient ok")).await
+            }
+            // RFC 5321 §4.5.1: <Postmaster> must be accepted. A postmaster address that is not
+            // local is a configuration mistake: mail for it waits while an operator fixes it.
+            Err(reply) if postmaster && reply.code >= 500 => {
+                tracing::error!(postmaster = %address, "[smtp] postmaster does not reach a local mailbox");
+                self.send(&Reply::new(
+                    451,
+                    Some((4, 3, 0)),
+                    "temporary failure, try again later",
+                ))
+                .await
+            }
+            Err(reply) => {
+                self.services.metrics.rejected(reject_reason(&reply));
+                self.send(&reply).await
+            }
+        }
+    }
+
+    /// The mailboxes a recipient address delivers to, or the reply that refuses it.
+    pub(super) async fn check_recipient(
+        &self,
+        address: &str,
+        size: u64,
+    ) -> Result<Vec<Mailbox>, Reply> {
+        let temporary = || Reply::new(451, Some((4, 3, 0)), "temporary failure, try again later");
+        let resolution = match self.services.directory.resolve_recipient(address).await {
+            Ok(resolution) => resolution,
+            Err(error) if error.is_temporary() => return Err(temporary()),
+            Err(_) => {
+                return Err(Reply::new(
+                    501,
+                    Some((5, 1, 3)),
+                    "bad recipient address syntax",
+                ));
+            }
+        };
+        let mailboxes = match resolution {
+            // RFC 5321 §3.6.2: only local domains; no relaying without authentication.
+            Resolution::NotLocal => {
+                return Err(Reply::new(550, Some((5, 7, 1)), "relay access denied"));
+            }
+            Resolution::Unknown => return Err(Reply::new(550, Some((5, 1, 1)), "no such user")),
+            Resolution::Inactive { .. } => {
+                return Err(Reply::new(550, Some((5, 2, 1)), "mailbox disabled"));
+            }
+            Resolution::Mailbox(mailbox) => {
+                if !mailbox.allows(Service::Deliver) {
+                    return Err(Reply::new(550, Some((5, 2, 1)), "mailbox disabled"));
+                }
+                vec![mailbox]
+            }
+            Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion } => {
+                if expansion.mailboxes.is_empty() && expansion.external.is_empty() {
+                    return Err(Reply::new(550, Some((5, 1, 1)), "no such user"));
+                }
+                expansion.mailboxes
+            }
+        };
+        // TODO: forwarding to other hosts needs the outbound queue (its own issue); until then
+        // a recipient that would forward waits (4xx) rather than losing the forwarded copy.
+        if mailboxes.iter().any(|m| !m.forward.is_empty()) || self.expands_outside(address).await {
+            return Err(Reply::new(
+                451,
+                Some((4, 3, 2)),
+                "forwarding to other hosts is not available yet",
+            ));
+        }
+
+        for mailbox in &mailboxes {
+            // RFC 1870: the recipient's own limit, before the body is sent.
+            if mailbox.max_message_size > 0 && size > mailbox.max_message_size {
+                return Err(Reply::new(
+                    552,
+                    Some((5, 3, 4)),
+                    "message too big for the recipient",
+                ));
+            }
+            let quota = QuotaLimit {
+                bytes: mailbox.quota_bytes,
+                messages: mailbox.quota_messages,
+            };
+            let check = self
+                .services
+                .store
+                .mailbox(&mailbox.shard, &mailbox.store, quota)
+                .and_then(|m| m.check_fits(size));
+            match check {
+                Ok(()) => {}
+                Err(StoreError::OverQuota { permanent: true }) => {
+                    return Err(Reply::new(552, Some((5, 2, 2)), "mailbox full"));
+                }
+                // RFC 3463 X.2.2: mailbox full, temporarily.
+                Err(StoreError::OverQuota { permanent: false }) => {
+                    return Err(Reply::new(452, Some((4, 2, 2)), "mailbox full"));
+                }
+                Err(error) => {
+                    tracing::warn!(cause = %error, "checking a recipient's mailbox");
+                    return Err(temporary());
+                }
+            }
+        }
+        Ok(mailboxes)
+    }
+
+    /// Whether the address's expansion reaches addresses outside the platform.
+    pub(super) async fn expands_outside(&self, address: &str) -> bool {
+        match self.services.directory.resolve_recipient(address).await {
+            Ok(Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion }) => {
+                !expansion.external.is_empty()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The `reason` label of a rejection.
+pub(super) fn reject_reason(reply: &Reply) -> &'static str {
+    match (reply.code, reply.status) {
+        (550, Some((5, 7, 1))) => "relay",
+        (550, Some((5, 1, 1))) => "unknown_user",
+        (550, Some((5, 2, 1))) => "disabled",
+        (_, Some((_, 2, 2))) => "quota",
+        (552, _) => "size",
+        (550, Some((5, 6, 0))) => "bare_line_ending",
+        (code, _) if code >= 500 => "other",
+        _ => "temporary",
+    }
+}
