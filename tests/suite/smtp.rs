@@ -990,3 +990,33 @@ fn base64(bytes: &[u8]) -> String {
 fn path_text(path: &Path) -> &str {
     path.to_str().expect("utf-8 temporary path")
 }
+
+#[test]
+fn a_shard_that_is_not_there_defers_and_loses_nothing() {
+    let server = TestServer::start(Setup::quick_start());
+    let shard = server.folder.path().join("var/mail");
+    let away = server.folder.path().join("var/mail.away");
+    fs::rename(&shard, &away).unwrap();
+
+    // Invariant 2: a storage failure is a 4xx, never a bounce.
+    let mut client = server.mx_client();
+    client.ehlo();
+    client.expect("MAIL FROM:<sender@example.org>", "250");
+    let reply = client.command(&format!("RCPT TO:<{}>", ALICE.login));
+    assert!(
+        reply.starts_with("451 4.3.0 "),
+        "{reply}\n{}",
+        server.log_text()
+    );
+    client.expect("RSET", "250");
+
+    // The volume is back: the retried message is delivered, once.
+    fs::rename(&away, &shard).unwrap();
+    client.expect("MAIL FROM:<sender@example.org>", "250");
+    client.expect(&format!("RCPT TO:<{}>", ALICE.login), "250");
+    client.send_message(b"Subject: retried\r\n\r\nonce\r\n");
+    client.expect_reply("250");
+    let delivered = server.messages(ALICE);
+    assert_eq!(delivered.len(), 1);
+    assert!(String::from_utf8_lossy(&delivered[0]).ends_with("\r\nonce\r\n"));
+}
