@@ -5,10 +5,13 @@
 #   openssl             certificates for the TLS tests
 #   curl                the HTTP client of the binary suite
 #   dovecot-imapd       doveadm, for the store's Maildir interoperability tests
+#   swaks               an SMTP client of the SMTP suite
+#   postfix             smtp-source, the SMTP load generator of the SMTP suite; installed with
+#                       "No configuration", so no Postfix service is set up or started
 #   fetchmail           a real POP3 fetcher for the pop3 suite
 set -euo pipefail
 
-packages=(slapd ldap-utils openssl curl dovecot-core dovecot-imapd fetchmail)
+packages=(slapd ldap-utils openssl curl dovecot-core dovecot-imapd fetchmail swaks postfix)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -27,5 +30,7 @@ echo "tests/install-deps.sh: installing ${missing[*]}" >&2
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 $sudo apt-get update -qq
+# Postfix is only wanted for smtp-source: no mail system of its own.
+echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
 # slapd's package scripts would otherwise ask for an admin password.
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1020,3 +1020,38 @@ fn a_shard_that_is_not_there_defers_and_loses_nothing() {
     assert_eq!(delivered.len(), 1);
     assert!(String::from_utf8_lossy(&delivered[0]).ends_with("\r\nonce\r\n"));
 }
+
+#[test]
+fn postfix_smtp_source_delivers_every_message_of_a_parallel_load() {
+    let server = TestServer::start(Setup::quick_start());
+    // smtp-source (Debian's postfix package): 5 parallel sessions, 100 messages of 2 KiB.
+    let output = std::process::Command::new("/usr/sbin/smtp-source")
+        .args([
+            "-s",
+            "5",
+            "-m",
+            "100",
+            "-l",
+            "2048",
+            "-f",
+            "load@example.org",
+            "-t",
+        ])
+        .arg(ALICE.login)
+        .arg(format!("127.0.0.1:{}", server.mx))
+        .output()
+        .expect("smtp-source runs (tests/install-deps.sh installs postfix)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let delivered = server.messages(ALICE);
+    assert_eq!(delivered.len(), 100, "{}", server.log_text());
+    assert!(
+        delivered
+            .iter()
+            .all(|m| m.starts_with(b"Return-Path: <load@example.org>\r\n"))
+    );
+}

@@ -144,7 +144,7 @@ impl Session {
                 ));
             }
         };
-        let mailboxes = match resolution {
+        let (mailboxes, external) = match resolution {
             // RFC 5321 §3.6.2: only local domains; no relaying without authentication.
             Resolution::NotLocal => {
                 return Err(Reply::new(550, Some((5, 7, 1)), "relay access denied"));
@@ -157,18 +157,18 @@ impl Session {
                 if !mailbox.allows(Service::Deliver) {
                     return Err(Reply::new(550, Some((5, 2, 1)), "mailbox disabled"));
                 }
-                vec![mailbox]
+                (vec![mailbox], false)
             }
             Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion } => {
                 if expansion.mailboxes.is_empty() && expansion.external.is_empty() {
                     return Err(Reply::new(550, Some((5, 1, 1)), "no such user"));
                 }
-                expansion.mailboxes
+                (expansion.mailboxes, !expansion.external.is_empty())
             }
         };
         // TODO: forwarding to other hosts needs the outbound queue (its own issue); until then
         // a recipient that would forward waits (4xx) rather than losing the forwarded copy.
-        if mailboxes.iter().any(|m| !m.forward.is_empty()) || self.expands_outside(address).await {
+        if external || mailboxes.iter().any(|m| !m.forward.is_empty()) {
             return Err(Reply::new(
                 451,
                 Some((4, 3, 2)),
@@ -210,16 +210,6 @@ impl Session {
             }
         }
         Ok(mailboxes)
-    }
-
-    /// Whether the address's expansion reaches addresses outside the platform.
-    pub(super) async fn expands_outside(&self, address: &str) -> bool {
-        match self.services.directory.resolve_recipient(address).await {
-            Ok(Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion }) => {
-                !expansion.external.is_empty()
-            }
-            _ => false,
-        }
     }
 }
 
