@@ -1055,3 +1055,45 @@ fn postfix_smtp_source_delivers_every_message_of_a_parallel_load() {
             .all(|m| m.starts_with(b"Return-Path: <load@example.org>\r\n"))
     );
 }
+
+#[test]
+fn the_classic_open_relay_tricks_are_refused_and_nothing_is_stored() {
+    let server = TestServer::start(Setup::quick_start());
+    let mut client = server.mx_client();
+    client.ehlo();
+    client.expect("MAIL FROM:<sender@example.org>", "250");
+    for trick in [
+        "RCPT TO:<victim%elsewhere.example@acme.test>",
+        "RCPT TO:<elsewhere.example!victim@acme.test>",
+        "RCPT TO:<\"victim@elsewhere.example\"@acme.test>",
+        "RCPT TO:<@acme.test:victim@elsewhere.example>",
+        "RCPT TO:<victim@elsewhere.example>",
+        "RCPT TO:victim@elsewhere.example",
+    ] {
+        let reply = client.command(trick);
+        assert!(reply.starts_with('5'), "{trick}: {reply}");
+    }
+    // Nothing was accepted, so there is nothing to send.
+    client.expect("DATA", "503");
+    for account in [ALICE, BOB] {
+        assert!(server.messages(account).is_empty());
+    }
+}
+
+#[test]
+fn too_many_failed_logins_are_throttled_even_with_the_right_password() {
+    let server = TestServer::start(Setup::quick_start());
+    let mut client = server.client(server.submission);
+    client.ehlo();
+    let attempt = |client: &mut Client, password: &str| {
+        let plain = base64(format!("\0{}\0{password}", BOB.login).as_bytes());
+        client.command(&format!("AUTH PLAIN {plain}"))
+    };
+    // [auth] max_failures_per_account is 5 by default.
+    for _ in 0..5 {
+        let reply = attempt(&mut client, "wrong");
+        assert!(reply.starts_with("535 5.7.8 "), "{reply}");
+    }
+    let throttled = attempt(&mut client, BOB.password);
+    assert!(throttled.starts_with("454 4.7.0 "), "{throttled}");
+}

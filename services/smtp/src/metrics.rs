@@ -1,6 +1,6 @@
 //! The SMTP roles' Prometheus series, the mailgraph "received" and "rejected" among them.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use mailfold_telemetry::TenantLabels;
 
@@ -8,6 +8,7 @@ use mailfold_telemetry::TenantLabels;
 #[derive(Clone)]
 pub struct SmtpMetrics {
     connections: IntGauge,
+    sessions: IntCounter,
     commands: IntCounterVec,
     logins: IntCounterVec,
     received: IntCounterVec,
@@ -37,6 +38,11 @@ impl SmtpMetrics {
                 "Open SMTP and LMTP connections.",
             )
             .expect("valid gauge definition"),
+            sessions: IntCounter::new(
+                "mailfold_smtp_sessions_total",
+                "SMTP and LMTP sessions started.",
+            )
+            .expect("valid counter definition"),
             commands: vec(
                 "mailfold_smtp_commands_total",
                 "SMTP commands by verb and result.",
@@ -66,6 +72,7 @@ impl SmtpMetrics {
             tenants: TenantLabels::new(max_tenants),
         };
         let _ = registry.register(Box::new(metrics.connections.clone()));
+        let _ = registry.register(Box::new(metrics.sessions.clone()));
         let _ = registry.register(Box::new(metrics.delivery.clone()));
         for counter in [
             &metrics.commands,
@@ -81,6 +88,7 @@ impl SmtpMetrics {
 
     pub(crate) fn connection(&self, opened: bool) {
         if opened {
+            self.sessions.inc();
             self.connections.inc()
         } else {
             self.connections.dec()
