@@ -347,18 +347,26 @@ pub fn recalculate(root: &Path, limit: QuotaLimit) -> io::Result<Usage> {
     };
 
     let mut usage = Usage::default();
-    for _ in 0..MAX_SCANS {
+    for attempt in 0..MAX_SCANS {
         let settled_before = settled(root)?;
         let scan = Scan::run(root, lock.as_ref())?;
         usage = scan.usage;
         // Without the lock another process owns the file, and with a change in flight a new
-        // file could miss or double it: count, but leave the file alone.
+        // file could miss or double it: count, but leave the file alone. A file this rebuild
+        // wrote in an earlier pass and found wrong goes, though: better none than a wrong one.
         if lock.is_none() || !settled_before {
+            if attempt > 0 {
+                remove_file_if_present(&root.join(FILE_NAME))?;
+            }
             return Ok(usage);
         }
         write_file(root, limit, usage)?;
         // README.maildirquota: a newer timestamp after the rename means the scan raced a change.
-        if !scan.changed(root)? && settled(root)? {
+        // Timestamps are only as fine as the kernel's clock tick, so a change made and
+        // finished within one tick of the scan escapes that check: a second count, after the
+        // rename, must agree too.
+        if !scan.changed(root)? && settled(root)? && Scan::run(root, lock.as_ref())?.usage == usage
+        {
             return Ok(usage);
         }
     }
