@@ -103,7 +103,7 @@ pub struct SmtpConfig {
     /// Bare CR/LF in DATA.
     pub bare_line_endings: mailfold_smtp::BareLineEndings,
     /// AUTH without TLS on submission.
-    pub plaintext: mailfold_smtp::Plaintext,
+    pub plaintext: mailfold_net::Plaintext,
     /// PROXY protocol header first.
     pub proxy_protocol: bool,
     /// Most connections in all.
@@ -144,7 +144,7 @@ pub struct Pop3Config {
     /// Implicit-TLS listeners.
     pub listen_tls: Vec<SocketAddr>,
     /// `never`, `loopback` or `always`.
-    pub plaintext: mailfold_pop3::Plaintext,
+    pub plaintext: mailfold_net::Plaintext,
     /// Idle time before autologout.
     pub idle_timeout: Duration,
     /// Read a PROXY protocol header first.
@@ -447,7 +447,6 @@ fn read_auth(root: &mut Section, errors: &mut Errors) -> AuthConfig {
 }
 
 fn read_pop3(root: &mut Section, errors: &mut Errors, enabled: bool) -> Pop3Config {
-    use mailfold_pop3::Plaintext;
     let mut section = root.section("pop3", errors);
     let listen = section
         .addresses("listen", errors)
@@ -455,18 +454,7 @@ fn read_pop3(root: &mut Section, errors: &mut Errors, enabled: bool) -> Pop3Conf
     let listen_tls = section
         .addresses("listen_tls", errors)
         .unwrap_or_else(|| vec![local(1995)]);
-    let plaintext = match section.string("plaintext", errors).as_deref() {
-        None | Some("never") => Plaintext::Never,
-        Some("loopback") => Plaintext::Loopback,
-        Some("always") => Plaintext::Always,
-        Some(other) => {
-            errors.add(
-                &section.key("plaintext"),
-                format!("{other:?}: never, loopback or always"),
-            );
-            Plaintext::Never
-        }
-    };
+    let plaintext = section.plaintext(errors);
     let idle_timeout = section
         .duration("idle_timeout", errors)
         .unwrap_or(Duration::from_secs(600));
@@ -501,7 +489,7 @@ fn read_pop3(root: &mut Section, errors: &mut Errors, enabled: bool) -> Pop3Conf
 }
 
 fn read_smtp(root: &mut Section, errors: &mut Errors) -> SmtpConfig {
-    use mailfold_smtp::{BareLineEndings, Plaintext};
+    use mailfold_smtp::BareLineEndings;
     let mut section = root.section("smtp", errors);
     let hostname = section
         .string("hostname", errors)
@@ -523,18 +511,7 @@ fn read_smtp(root: &mut Section, errors: &mut Errors) -> SmtpConfig {
             BareLineEndings::Reject
         }
     };
-    let plaintext = match section.string("plaintext", errors).as_deref() {
-        None | Some("never") => Plaintext::Never,
-        Some("loopback") => Plaintext::Loopback,
-        Some("always") => Plaintext::Always,
-        Some(other) => {
-            errors.add(
-                &section.key("plaintext"),
-                format!("{other:?}: never, loopback or always"),
-            );
-            Plaintext::Never
-        }
-    };
+    let plaintext = section.plaintext(errors);
     let postmaster = section
         .string("postmaster", errors)
         .unwrap_or_else(|| format!("postmaster@{hostname}"));
@@ -818,6 +795,21 @@ impl Section {
             _ => {
                 self.wrong_type(name, "a list of strings", errors);
                 None
+            }
+        }
+    }
+
+    /// `plaintext`: `never` (the default), `loopback` or `always`.
+    fn plaintext(&mut self, errors: &mut Errors) -> mailfold_net::Plaintext {
+        use mailfold_net::Plaintext;
+        match self.string("plaintext", errors).as_deref() {
+            None | Some("never") => Plaintext::Never,
+            Some("loopback") => Plaintext::Loopback,
+            Some("always") => Plaintext::Always,
+            Some(other) => {
+                let message = format!("{other:?}: never, loopback or always");
+                errors.add(&self.key("plaintext"), message);
+                Plaintext::Never
             }
         }
     }

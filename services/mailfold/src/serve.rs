@@ -114,23 +114,16 @@ async fn start_pop3(
     stopping: &watch::Receiver<bool>,
     roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
-    use mailfold_net::limits::{ConnectionLimits, LoginPolicy, LoginThrottle};
+    use mailfold_net::limits::ConnectionLimits;
     use mailfold_net::server::Transport;
     use mailfold_pop3::server::serve;
 
     let pop3 = &config.pop3;
-    let auth = &config.auth;
     let services = Arc::new(mailfold_pop3::Services {
         directory: directory.clone(),
         store: Arc::new(mailfold_store::Store::new(config.shards.clone())),
         metrics: mailfold_pop3::Pop3Metrics::new(metrics.registry(), config.metrics.max_tenants),
-        throttle: Arc::new(LoginThrottle::new(LoginPolicy {
-            failures_per_ip: auth.max_failures_per_ip as usize,
-            failures_per_account: auth.max_failures_per_account as usize,
-            window: auth.failure_window,
-            failure_delay: auth.failure_delay,
-            ..LoginPolicy::default()
-        })),
+        throttle: Arc::new(login_throttle(&config.auth)),
         limits: Arc::new(ConnectionLimits::new(
             pop3.max_connections,
             pop3.max_connections_per_ip,
@@ -167,25 +160,18 @@ async fn start_smtp(
     stopping: &watch::Receiver<bool>,
     roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
-    use mailfold_net::limits::{ConnectionLimits, LoginPolicy, LoginThrottle};
+    use mailfold_net::limits::ConnectionLimits;
     use mailfold_net::server::Transport;
     use mailfold_smtp::Mode;
 
     let smtp = &config.smtp;
-    let auth = &config.auth;
     let services = Arc::new(mailfold_smtp::Services {
         directory: directory.clone(),
         store: Arc::new(mailfold_store::Store::new(config.shards.clone())),
         spool_dir: config.state_dir.join("spool"),
         hostname: smtp.hostname.clone(),
         metrics: mailfold_smtp::SmtpMetrics::new(metrics.registry(), config.metrics.max_tenants),
-        throttle: Arc::new(LoginThrottle::new(LoginPolicy {
-            failures_per_ip: auth.max_failures_per_ip as usize,
-            failures_per_account: auth.max_failures_per_account as usize,
-            window: auth.failure_window,
-            failure_delay: auth.failure_delay,
-            ..LoginPolicy::default()
-        })),
+        throttle: Arc::new(login_throttle(&config.auth)),
         limits: Arc::new(ConnectionLimits::new(
             smtp.max_connections,
             smtp.max_connections_per_ip,
@@ -248,6 +234,17 @@ async fn start_smtp(
         roles.spawn(serve);
     }
     Ok(())
+}
+
+/// The failed-login limits of `[auth]`, for a role's own throttle.
+fn login_throttle(auth: &crate::config::AuthConfig) -> mailfold_net::LoginThrottle {
+    mailfold_net::LoginThrottle::new(mailfold_net::LoginPolicy {
+        failures_per_ip: auth.max_failures_per_ip as usize,
+        failures_per_account: auth.max_failures_per_account as usize,
+        window: auth.failure_window,
+        failure_delay: auth.failure_delay,
+        ..mailfold_net::LoginPolicy::default()
+    })
 }
 
 /// Creates the shard roots that lie inside the state folder (the quick start's). Any other

@@ -20,7 +20,7 @@ pub mod stream;
 pub mod tls;
 
 pub use certificate::self_signed;
-pub use limits::{ConnectionLimits, ConnectionPermit, LoginPolicy, LoginThrottle};
+pub use limits::{ConnectionLimits, ConnectionPermit, LoginPolicy, LoginThrottle, Plaintext};
 pub use proxy::{
     Decoded, ProxyError, ProxyHeader, decode, decode_v1, decode_v2, read_proxy_header,
 };

@@ -361,6 +361,28 @@ impl<K: std::hash::Hash + Eq + Clone> FailureLog<K> {
     }
 }
 
+/// When a front-end accepts passwords over a connection without TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plaintext {
+    /// Never: STARTTLS or STLS first. The safe default.
+    Never,
+    /// From loopback addresses only (a webmail or fetcher on the same machine).
+    Loopback,
+    /// Always. Dangerous: passwords cross the network in clear.
+    Always,
+}
+
+impl Plaintext {
+    /// Whether a client at `ip` may send a password without TLS.
+    pub fn allows(self, ip: IpAddr) -> bool {
+        match self {
+            Plaintext::Always => true,
+            Plaintext::Loopback => ip.is_loopback(),
+            Plaintext::Never => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,6 +213,30 @@ impl<R> LineReader<R> {
     }
 }
 
+impl LineReader<MaybeTls> {
+    /// STARTTLS and STLS: the handshake on this connection, with a new reader over the TLS
+    /// stream. Bytes the client sent after the upgrade command are dropped, never read as
+    /// commands under TLS (RFC 3207 §4.2, RFC 2595 §3.1); `command` names it in the log.
+    pub async fn start_tls(
+        self,
+        acceptor: &TlsAcceptor,
+        timeout: std::time::Duration,
+        command: &str,
+    ) -> io::Result<LineReader<MaybeTls>> {
+        let (stream, leftovers) = self.into_inner();
+        if !leftovers.is_empty() {
+            tracing::warn!(
+                bytes = leftovers.len(),
+                "discarding data pipelined after {command}"
+            );
+        }
+        let upgraded = tokio::time::timeout(timeout, stream.upgrade(acceptor))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls handshake timed out"))??;
+        Ok(LineReader::new(upgraded))
+    }
+}
+
 impl<R: AsyncRead + Unpin> LineReader<R> {
     /// The next line of at most `max` bytes, its ending not counted.
     ///

@@ -41,15 +41,7 @@ use mailfold_store::Store;
 pub use metrics::Pop3Metrics;
 
 /// When USER/PASS and AUTH PLAIN are allowed without TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plaintext {
-    /// Never: STLS (or implicit TLS) first. The safe default.
-    Never,
-    /// From loopback addresses only (a local webmail or fetcher).
-    Loopback,
-    /// Always. Dangerous: passwords cross the network in clear.
-    Always,
-}
+pub use mailfold_net::limits::Plaintext;
 
 /// Session rules.
 #[derive(Debug, Clone)]

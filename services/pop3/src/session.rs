@@ -16,10 +16,10 @@ use mailfold_net::stream::{Line, LineReader, MaybeTls};
 use mailfold_store::{Maildir, MessageInfo, QuotaLimit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::Services;
 use crate::codec::{self, Code, Command, ParseError};
 use crate::lock::{HEARTBEAT, LockError, MaildropLock};
 use crate::transfer::Stuffer;
-use crate::{Plaintext, Services};
 
 /// Longest command line, CRLF included (RFC 2449 §4 says 255; AUTH responses need more).
 pub const MAX_LINE: usize = 1024;
@@ -204,11 +204,11 @@ impl Session {
     /// plaintext passwords over unprotected connections).
     fn plaintext_allowed(&self) -> bool {
         self.io_ref().inner().is_tls()
-            || match self.services.policy.plaintext {
-                Plaintext::Always => true,
-                Plaintext::Loopback => self.peer.address.ip().is_loopback(),
-                Plaintext::Never => false,
-            }
+            || self
+                .services
+                .policy
+                .plaintext
+                .allows(self.peer.address.ip())
     }
 
     fn stls_available(&self) -> bool {
@@ -675,25 +675,14 @@ impl Session {
     /// RFC 2595 §4: after `+OK` to STLS, the TLS handshake; bytes the client pipelined after
     /// STLS are discarded, and the session starts over as if newly connected.
     async fn start_tls(&mut self) -> std::io::Result<()> {
-        let Some(acceptor) = self.services.tls.clone() else {
+        let (Some(acceptor), Some(reader)) = (self.services.tls.clone(), self.reader.take()) else {
             return Ok(());
         };
-        let Some(reader) = self.reader.take() else {
-            return Ok(());
-        };
-        let (stream, leftovers) = reader.into_inner();
-        if !leftovers.is_empty() {
-            tracing::warn!(
-                bytes = leftovers.len(),
-                "discarding data pipelined after STLS"
-            );
-        }
-        let stream = tokio::time::timeout(Duration::from_secs(30), stream.upgrade(&acceptor))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out")
-            })??;
-        self.reader = Some(LineReader::new(stream));
+        self.reader = Some(
+            reader
+                .start_tls(&acceptor, Duration::from_secs(30), "STLS")
+                .await?,
+        );
         self.state = State::Authorization { user: None };
         Ok(())
     }

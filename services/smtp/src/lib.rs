@@ -63,15 +63,7 @@ pub enum Mode {
 }
 
 /// When AUTH is allowed without TLS (submission).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plaintext {
-    /// Never: STARTTLS first. The safe default.
-    Never,
-    /// From loopback addresses only.
-    Loopback,
-    /// Always. Dangerous.
-    Always,
-}
+pub use mailfold_net::limits::Plaintext;
 
 /// Session rules.
 #[derive(Debug, Clone)]
@@ -91,11 +83,7 @@ pub struct Policy {
 impl Policy {
     /// Whether plaintext AUTH is allowed for a client at `ip`.
     pub fn plaintext_allowed(&self, ip: IpAddr) -> bool {
-        match self.plaintext {
-            Plaintext::Always => true,
-            Plaintext::Loopback => ip.is_loopback(),
-            Plaintext::Never => false,
-        }
+        self.plaintext.allows(ip)
     }
 }
 

@@ -288,25 +288,13 @@ impl Session {
     /// RFC 3207 §4.2: after the handshake every state is forgotten, and anything the client
     /// pipelined after STARTTLS is discarded, never run as a command under TLS.
     async fn start_tls(&mut self) -> std::io::Result<()> {
-        let Some(acceptor) = self.services.tls.clone() else {
+        let (Some(acceptor), Some(reader)) = (self.services.tls.clone(), self.reader.take()) else {
             return Ok(());
         };
-        let Some(reader) = self.reader.take() else {
-            return Ok(());
-        };
-        let (stream, leftovers) = reader.into_inner();
-        if !leftovers.is_empty() {
-            tracing::warn!(
-                bytes = leftovers.len(),
-                "discarding data pipelined after STARTTLS"
-            );
-        }
-        let stream = tokio::time::timeout(Duration::from_secs(30), stream.upgrade(&acceptor))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out")
-            })??;
-        self.reader = Some(LineReader::new(stream));
+        let reader = reader
+            .start_tls(&acceptor, Duration::from_secs(30), "STARTTLS")
+            .await?;
+        self.reader = Some(reader);
         self.helo = None;
         self.esmtp = false;
         self.user = None;
