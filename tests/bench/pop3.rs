@@ -20,6 +20,7 @@
 //! The clients run in this process on the same two cores as the server, over loopback and
 //! without TLS. Prints one markdown table.
 
+use mailfold_tests::process::{cpu_times, pid_of, resident};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
@@ -475,54 +476,6 @@ async fn settle() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-/// The process running `mailfold serve` with this configuration file.
-fn pid_of(config: &Path) -> u32 {
-    let config = config.to_string_lossy().into_owned();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let arguments: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if arguments.contains(&b"serve".as_slice()) && arguments.contains(&config.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no mailfold serve process for {config}");
-}
-
-/// A `Vm...:` line of /proc/<pid>/status, in bytes.
-fn resident(pid: u32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
-    kib << 10
-}
-
-/// utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name, in parentheses, may hold spaces: count fields after its end.
-    let after_name = &stat[stat.rfind(')').expect("comm field") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
-}
-
-fn clock_ticks() -> u64 {
-    let output = Command::new("getconf").arg("CLK_TCK").output();
-    output
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
 /// Raises this process's open-file limit to `wanted` where allowed (with prlimit, the
 /// `ulimit -n` of another process: the server inherits it), and returns the limit in force.
 fn raise_descriptor_limit(wanted: usize) -> usize {
@@ -558,4 +511,10 @@ fn soft_descriptor_limit() -> usize {
         .and_then(|line| line.split_whitespace().nth(3))
         .and_then(|n| n.parse().ok())
         .unwrap_or(1024)
+}
+
+/// utime + stime of the server.
+fn cpu_time(pid: u32) -> Duration {
+    let (user, system) = cpu_times(pid);
+    user + system
 }

@@ -27,9 +27,9 @@
 //! without TLS; the Maildirs are on the disk under the temporary folder, fsynced as in
 //! production. Prints one markdown table.
 
+use mailfold_tests::process::{cpu_times, pid_of, resident};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mailfold_tests::binary::{Server, free_port, mailfold_binary};
@@ -270,7 +270,7 @@ impl Bench {
     /// The throughput run: [`MESSAGES`] messages over `concurrency` connections.
     async fn transfer(&self, backend: &'static str, concurrency: usize) -> Run {
         let start_rss = resident(self.pid, "VmRSS:");
-        let (user_before, system_before) = cpu_time(self.pid);
+        let (user_before, system_before) = cpu_times(self.pid);
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for connection in 0..concurrency {
@@ -282,7 +282,7 @@ impl Bench {
             accepted += result.expect("client task");
         }
         let elapsed = started.elapsed();
-        let (user, system) = cpu_time(self.pid);
+        let (user, system) = cpu_times(self.pid);
         let system = system - system_before;
         let cpu = user - user_before + system;
         let peak_rss = resident(self.pid, "VmHWM:");
@@ -306,7 +306,7 @@ impl Bench {
     /// One message of [`LARGE_SIZE`] bytes, streamed.
     async fn large(&self) -> Large {
         let start_rss = resident(self.pid, "VmRSS:");
-        let cpu_before = total(cpu_time(self.pid));
+        let cpu_before = total(cpu_times(self.pid));
         let mut connection = Connection::open(self.mx).await;
         connection.ehlo().await;
         let to = address(0);
@@ -322,7 +322,7 @@ impl Bench {
         connection.expect(250, "end of the large message").await;
         let elapsed = started.elapsed();
         connection.quit().await;
-        let cpu = total(cpu_time(self.pid)) - cpu_before;
+        let cpu = total(cpu_times(self.pid)) - cpu_before;
         let peak_rss = resident(self.pid, "VmHWM:");
 
         let stored = maildir_messages(&self.shard);
@@ -528,56 +528,6 @@ fn maildir_messages(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The process running `mailfold serve` with this configuration file.
-fn pid_of(config: &Path) -> u32 {
-    let config = config.to_string_lossy().into_owned();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let arguments: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if arguments.contains(&b"serve".as_slice()) && arguments.contains(&config.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no mailfold serve process for {config}");
-}
-
-/// A `Vm...:` line of /proc/<pid>/status, in bytes.
-fn resident(pid: u32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
-    kib << 10
-}
-
 fn total((user, system): (Duration, Duration)) -> Duration {
     user + system
-}
-
-/// utime and stime of a process (fields 14 and 15 of /proc/<pid>/stat).
-fn cpu_time(pid: u32) -> (Duration, Duration) {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name, in parentheses, may hold spaces: count fields after its end.
-    let after_name = &stat[stat.rfind(')').expect("comm field") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let per_second = clock_ticks() as f64;
-    let seconds =
-        |field: &str| Duration::from_secs_f64(field.parse::<u64>().unwrap() as f64 / per_second);
-    (seconds(fields[11]), seconds(fields[12]))
-}
-
-fn clock_ticks() -> u64 {
-    let output = Command::new("getconf").arg("CLK_TCK").output();
-    output
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
 }

@@ -8,12 +8,14 @@
 //!   by either backend.
 //! - [`binary`]: finding and running the built `mailfold` binary (and the test binaries).
 //! - [`dovecot`]: a private Dovecot (doveadm) over a Maildir, for interoperability tests.
+//! - [`process`]: another process's memory and CPU time, for the benchmarks.
 //!
 //! The suites themselves are in `tests/suite/`.
 
 pub mod binary;
 pub mod dovecot;
 pub mod fixture;
+pub mod process;
 pub mod slapd;
 
 use std::path::PathBuf;
