@@ -24,7 +24,7 @@ pub fn pid_of(config: &Path) -> u32 {
     panic!("no mailfold serve process for {config}");
 }
 
-/// A `Vm...:` line of /proc/<pid>/status (`VmRSS:`, `VmHWM:`), in bytes.
+/// A `Vm...:` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in bytes.
 pub fn resident(pid: u32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
     let kib: u64 = status
@@ -36,7 +36,7 @@ pub fn resident(pid: u32, field: &str) -> u64 {
     kib << 10
 }
 
-/// utime and stime of a process (fields 14 and 15 of /proc/<pid>/stat).
+/// utime and stime of a process (fields 14 and 15 of `/proc/<pid>/stat`).
 pub fn cpu_times(pid: u32) -> (Duration, Duration) {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
     // The command name, in parentheses, may hold spaces: count fields after its end.
