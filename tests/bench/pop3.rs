@@ -20,6 +20,7 @@
 //! The clients run in this process on the same two cores as the server, over loopback and
 //! without TLS. Prints one markdown table.
 
+use mailfold_tests::fixture::{bench_address, bench_directory, bench_store_path};
 use mailfold_tests::process::{cpu_times, pid_of, resident};
 use std::collections::BTreeMap;
 use std::fs;
@@ -31,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use mailfold_store::{QuotaLimit, Recipient, Store, deliver};
 use mailfold_tests::binary::{Server, free_port, mailfold_binary};
-use mailfold_tests::repo_root;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -45,8 +45,6 @@ const MESSAGE_SIZE: usize = 4096;
 const IDLE_SESSIONS: usize = 5000;
 /// Logins in flight at once while the idle sessions open.
 const OPENING_AT_ONCE: usize = 100;
-/// The quick start's `{SSHA}` hash of `frank-pw`.
-const PASSWORD_HASH: &str = "{SSHA}pgTFI+0Sv83s8NI7N9bxTDLvTjfOt7Uz";
 const PASSWORD: &str = "frank-pw";
 /// The goals of the role.
 const CPU_GOAL: Duration = Duration::from_millis(1);
@@ -171,7 +169,7 @@ struct Idle {
 impl Bench {
     fn start(folder: &Path, mailboxes: usize) -> Bench {
         let seed = folder.join("bench.ldif");
-        fs::write(&seed, directory(mailboxes)).unwrap();
+        fs::write(&seed, bench_directory(mailboxes)).unwrap();
         let (api, pop3, pop3s) = (free_port(), free_port(), free_port());
         let config = folder.join("bench.toml");
         fs::write(
@@ -215,7 +213,7 @@ impl Bench {
         let spool = self.shard.join("spool.eml");
         for mailbox in 0..SESSIONS {
             let maildir = store
-                .mailbox("local", &store_path(mailbox), QuotaLimit::default())
+                .mailbox("local", &bench_store_path(mailbox), QuotaLimit::default())
                 .unwrap();
             for number in 0..MESSAGES_PER_MAILBOX {
                 fs::write(&spool, message(mailbox, number)).unwrap();
@@ -260,7 +258,7 @@ impl Bench {
     /// end of the message.
     async fn retr_latency(&self) -> (Duration, Duration) {
         let mut connection = Connection::open(self.pop3).await;
-        assert!(connection.login(&login(0)).await.starts_with("+OK"));
+        assert!(connection.login(&bench_address(0)).await.starts_with("+OK"));
         let mut times = Vec::with_capacity(MESSAGES_PER_MAILBOX);
         for number in 1..=MESSAGES_PER_MAILBOX {
             let started = Instant::now();
@@ -301,7 +299,7 @@ impl Bench {
             let limit = limit.clone();
             logging_in.spawn(async move {
                 let _permit = limit.acquire().await.expect("semaphore open");
-                let reply = connection.login(&login(index)).await;
+                let reply = connection.login(&bench_address(index)).await;
                 assert!(reply.starts_with("+OK"), "login {index}: {reply}");
                 connection
             });
@@ -334,7 +332,7 @@ impl Bench {
 /// of the message bodies received.
 async fn retrieve_mailbox(port: u16, mailbox: usize) -> u64 {
     let mut connection = Connection::open(port).await;
-    let reply = connection.login(&login(mailbox)).await;
+    let reply = connection.login(&bench_address(mailbox)).await;
     assert_eq!(
         reply,
         format!("+OK logged in, {MESSAGES_PER_MAILBOX} messages")
@@ -416,48 +414,12 @@ impl Connection {
     }
 }
 
-/// The generated directory: the quick start's top entries, a tenant `bench` with a domain
-/// `bench.test`, and `mailboxes` mailboxes `m00000@bench.test` and up.
-fn directory(mailboxes: usize) -> String {
-    let quick_start = fs::read_to_string(repo_root().join("examples/quickstart.ldif")).unwrap();
-    let mut text = quick_start;
-    let tenant = "mailfoldTenantId=bench,o=tenants,dc=example,dc=test";
-    let domain = format!("mailfoldDomainName=bench.test,ou=domains,{tenant}");
-    text.push_str(&format!(
-        "\ndn: {tenant}\nobjectClass: mailfoldTenant\nmailfoldTenantId: bench\n\
-         mailfoldMailShard: local\n\n\
-         dn: ou=domains,{tenant}\nobjectClass: organizationalUnit\nou: domains\n\n\
-         dn: {domain}\nobjectClass: mailfoldDomain\nmailfoldDomainName: bench.test\n\n\
-         dn: ou=mailboxes,{domain}\nobjectClass: organizationalUnit\nou: mailboxes\n\n\
-         dn: ou=aliases,{domain}\nobjectClass: organizationalUnit\nou: aliases\n"
-    ));
-    for index in 0..mailboxes {
-        let address = login(index);
-        text.push_str(&format!(
-            "\ndn: uid=b-{index:05},ou=mailboxes,{domain}\nobjectClass: inetOrgPerson\n\
-             objectClass: mailfoldMailbox\nuid: b-{index:05}\ncn: Bench {index}\nsn: {index}\n\
-             mail: {address}\nmailfoldAddress: {address}\nmailfoldMailShard: local\n\
-             mailfoldMailStore: {}\nuserPassword: {PASSWORD_HASH}\n",
-            store_path(index)
-        ));
-    }
-    text
-}
-
-fn login(index: usize) -> String {
-    format!("m{index:05}@bench.test")
-}
-
-fn store_path(index: usize) -> String {
-    format!("bench/{:02}/b-{index:05}", index % 100)
-}
-
 /// A message of exactly [`MESSAGE_SIZE`] bytes in CRLF lines, none starting with a dot.
 fn message(mailbox: usize, number: usize) -> Vec<u8> {
     let mut text = format!(
         "From: sender@example.test\r\nTo: {}\r\nSubject: message {number}\r\n\
          Message-ID: <{mailbox}.{number}@bench.test>\r\n\r\n",
-        login(mailbox)
+        bench_address(mailbox)
     )
     .into_bytes();
     let line = format!("{}\r\n", "0123456789abcdef".repeat(4));

@@ -27,6 +27,7 @@
 //! without TLS; the Maildirs are on the disk under the temporary folder, fsynced as in
 //! production. Prints one markdown table.
 
+use mailfold_tests::fixture::{bench_address, bench_directory};
 use mailfold_tests::process::{cpu_times, pid_of, resident};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use mailfold_tests::binary::{Server, free_port, mailfold_binary};
 use mailfold_tests::fixture::{READER_ACCOUNT, SUFFIX};
-use mailfold_tests::repo_root;
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -51,8 +51,6 @@ const CONCURRENCY: [usize; 3] = [1, 10, 50];
 const LARGE_SIZE: u64 = 1 << 30;
 /// The block the large message is sent in.
 const BLOCK_SIZE: usize = 64 * 1024;
-/// The quick start's `{SSHA}` hash of `frank-pw`.
-const PASSWORD_HASH: &str = "{SSHA}pgTFI+0Sv83s8NI7N9bxTDLvTjfOt7Uz";
 /// The goals of the role.
 const CPU_GOAL: Duration = Duration::from_millis(1);
 const RSS_GOAL_BYTES: u64 = 64 << 20;
@@ -67,7 +65,7 @@ fn main() {
     let started = Instant::now();
     let folder = tempfile::tempdir().unwrap();
     let seed = folder.path().join("bench.ldif");
-    fs::write(&seed, directory(MAILBOXES)).unwrap();
+    fs::write(&seed, bench_directory(MAILBOXES)).unwrap();
     let slapd = Slapd::start(SlapdOptions {
         suffix: SUFFIX.to_string(),
         data: vec![seed.clone()],
@@ -309,7 +307,7 @@ impl Bench {
         let cpu_before = total(cpu_times(self.pid));
         let mut connection = Connection::open(self.mx).await;
         connection.ehlo().await;
-        let to = address(0);
+        let to = bench_address(0);
         connection
             .send(format!("MAIL FROM:<sender@example.test> SIZE={LARGE_SIZE}\r\nRCPT TO:<{to}>\r\nDATA\r\n").as_bytes())
             .await;
@@ -348,7 +346,7 @@ async fn send_share(port: u16, connection: usize, concurrency: usize) -> usize {
     client.ehlo().await;
     let mut accepted = 0;
     for number in (connection..MESSAGES).step_by(concurrency) {
-        let to = address(number % MAILBOXES);
+        let to = bench_address(number % MAILBOXES);
         // RFC 2920 §3.1: MAIL, RCPT and DATA in one group; the body waits for the 354.
         let group = format!(
             "MAIL FROM:<sender@example.test> SIZE={MESSAGE_SIZE}\r\nRCPT TO:<{to}>\r\nDATA\r\n"
@@ -454,37 +452,6 @@ impl Connection {
         self.send(b"QUIT\r\n").await;
         self.expect(221, "QUIT").await;
     }
-}
-
-/// The generated directory: the quick start's top entries, a tenant `bench` with a domain
-/// `bench.test`, and `mailboxes` mailboxes `m00000@bench.test` and up.
-fn directory(mailboxes: usize) -> String {
-    let mut text = fs::read_to_string(repo_root().join("examples/quickstart.ldif")).unwrap();
-    let tenant = format!("mailfoldTenantId=bench,o=tenants,{SUFFIX}");
-    let domain = format!("mailfoldDomainName=bench.test,ou=domains,{tenant}");
-    text.push_str(&format!(
-        "\ndn: {tenant}\nobjectClass: mailfoldTenant\nmailfoldTenantId: bench\n\
-         mailfoldMailShard: local\n\n\
-         dn: ou=domains,{tenant}\nobjectClass: organizationalUnit\nou: domains\n\n\
-         dn: {domain}\nobjectClass: mailfoldDomain\nmailfoldDomainName: bench.test\n\n\
-         dn: ou=mailboxes,{domain}\nobjectClass: organizationalUnit\nou: mailboxes\n\n\
-         dn: ou=aliases,{domain}\nobjectClass: organizationalUnit\nou: aliases\n"
-    ));
-    for index in 0..mailboxes {
-        let address = address(index);
-        text.push_str(&format!(
-            "\ndn: uid=b-{index:05},ou=mailboxes,{domain}\nobjectClass: inetOrgPerson\n\
-             objectClass: mailfoldMailbox\nuid: b-{index:05}\ncn: Bench {index}\nsn: {index}\n\
-             mail: {address}\nmailfoldAddress: {address}\nmailfoldMailShard: local\n\
-             mailfoldMailStore: bench/{:02}/b-{index:05}\nuserPassword: {PASSWORD_HASH}\n",
-            index % 100
-        ));
-    }
-    text
-}
-
-fn address(index: usize) -> String {
-    format!("m{index:05}@bench.test")
 }
 
 /// A message of exactly [`MESSAGE_SIZE`] bytes in CRLF lines, none starting with a dot.

@@ -176,3 +176,46 @@ impl TestDirectory {
             .sum()
     }
 }
+
+/// The password of every generated bench mailbox (`frank-pw`, `{SSHA}` so that hashing stays
+/// out of the figures).
+pub const BENCH_PASSWORD_HASH: &str = "{SSHA}pgTFI+0Sv83s8NI7N9bxTDLvTjfOt7Uz";
+
+/// The address of generated mailbox `index`: `m00000@bench.test` and up.
+pub fn bench_address(index: usize) -> String {
+    format!("m{index:05}@bench.test")
+}
+
+/// The store path of generated mailbox `index`, spread over 100 folders.
+pub fn bench_store_path(index: usize) -> String {
+    format!("bench/{:02}/b-{index:05}", index % 100)
+}
+
+/// A directory for the benchmarks: the quick start, plus a tenant `bench` with a domain
+/// `bench.test` holding `mailboxes` mailboxes ([`bench_address`], [`bench_store_path`],
+/// [`BENCH_PASSWORD_HASH`]).
+pub fn bench_directory(mailboxes: usize) -> String {
+    let mut text = std::fs::read_to_string(repo_root().join("examples/quickstart.ldif"))
+        .expect("the quick-start directory");
+    let tenant = format!("mailfoldTenantId=bench,o=tenants,{SUFFIX}");
+    let domain = format!("mailfoldDomainName=bench.test,ou=domains,{tenant}");
+    text.push_str(&format!(
+        "\ndn: {tenant}\nobjectClass: mailfoldTenant\nmailfoldTenantId: bench\n\
+         mailfoldMailShard: local\n\n\
+         dn: ou=domains,{tenant}\nobjectClass: organizationalUnit\nou: domains\n\n\
+         dn: {domain}\nobjectClass: mailfoldDomain\nmailfoldDomainName: bench.test\n\n\
+         dn: ou=mailboxes,{domain}\nobjectClass: organizationalUnit\nou: mailboxes\n\n\
+         dn: ou=aliases,{domain}\nobjectClass: organizationalUnit\nou: aliases\n"
+    ));
+    for index in 0..mailboxes {
+        let address = bench_address(index);
+        text.push_str(&format!(
+            "\ndn: uid=b-{index:05},ou=mailboxes,{domain}\nobjectClass: inetOrgPerson\n\
+             objectClass: mailfoldMailbox\nuid: b-{index:05}\ncn: Bench {index}\nsn: {index}\n\
+             mail: {address}\nmailfoldAddress: {address}\nmailfoldMailShard: local\n\
+             mailfoldMailStore: {}\nuserPassword: {BENCH_PASSWORD_HASH}\n",
+            bench_store_path(index)
+        ));
+    }
+    text
+}
