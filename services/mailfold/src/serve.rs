@@ -50,9 +50,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     metrics: metrics.clone(),
                 };
                 for address in &config.api.listen {
-                    let listener = tokio::net::TcpListener::bind(address)
-                        .await
-                        .with_context(|| format!("listening on {address} for the api role"))?;
+                    let listener = bind(address, "api").await?;
                     tracing::info!(role = "api", %address, "listening");
                     let shutdown = stopped(stopping.clone());
                     roles.spawn(mailfold_api::serve(listener, state.clone(), shutdown));
@@ -62,11 +60,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Role::Pop3 | Role::Smtp | Role::Lmtp => {}
         }
     }
+    // One certificate for every mail role, loaded (or made) once.
+    let mail_roles = [Role::Pop3, Role::Smtp, Role::Lmtp];
+    let tls = match config.roles.iter().any(|r| mail_roles.contains(r)) {
+        true => Some(tls_acceptor(&config)?),
+        false => None,
+    };
     if config.roles.contains(&Role::Pop3) {
-        start_pop3(&config, &directory, &metrics, &stopping, &mut roles).await?;
+        start_pop3(
+            &config,
+            &directory,
+            &metrics,
+            tls.clone(),
+            &stopping,
+            &mut roles,
+        )
+        .await?;
     }
     if config.roles.contains(&Role::Smtp) || config.roles.contains(&Role::Lmtp) {
-        start_smtp(&config, &directory, &metrics, &stopping, &mut roles).await?;
+        start_smtp(&config, &directory, &metrics, tls, &stopping, &mut roles).await?;
     }
     tracing::info!(backend = directory.backend_kind(), "mailfold started");
 
@@ -111,6 +123,7 @@ async fn start_pop3(
     config: &Config,
     directory: &Arc<Directory>,
     metrics: &Metrics,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stopping: &watch::Receiver<bool>,
     roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
@@ -128,7 +141,7 @@ async fn start_pop3(
             pop3.max_connections,
             pop3.max_connections_per_ip,
         )),
-        tls: Some(tls_acceptor(config)?),
+        tls,
         policy: mailfold_pop3::Policy {
             plaintext: pop3.plaintext,
             idle_timeout: pop3.idle_timeout,
@@ -139,9 +152,7 @@ async fn start_pop3(
     for (address, transport) in
         listeners.chain(pop3.listen_tls.iter().map(|a| (a, Transport::ImplicitTls)))
     {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("listening on {address} for the pop3 role"))?;
+        let listener = bind(address, "pop3").await?;
         tracing::info!(role = "pop3", %address, tls = transport == Transport::ImplicitTls, "listening");
         roles.spawn(serve(
             listener,
@@ -157,6 +168,7 @@ async fn start_smtp(
     config: &Config,
     directory: &Arc<Directory>,
     metrics: &Metrics,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stopping: &watch::Receiver<bool>,
     roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
@@ -176,7 +188,7 @@ async fn start_smtp(
             smtp.max_connections,
             smtp.max_connections_per_ip,
         )),
-        tls: Some(tls_acceptor(config)?),
+        tls,
         policy: mailfold_smtp::Policy {
             max_message_size: smtp.max_message_size,
             bare_line_endings: smtp.bare_line_endings,
@@ -220,9 +232,7 @@ async fn start_smtp(
         roles.spawn(serve);
     }
     for (address, transport, mode) in listeners {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("listening on {address} for {mode:?}"))?;
+        let listener = bind(address, &format!("{mode:?}")).await?;
         tracing::info!(role = ?mode, %address, tls = transport == Transport::ImplicitTls, "listening");
         let serve = mailfold_smtp::server::serve(
             listener,
@@ -234,6 +244,16 @@ async fn start_smtp(
         roles.spawn(serve);
     }
     Ok(())
+}
+
+/// A TCP listener, or an error naming the address and the role it was for.
+async fn bind(
+    address: &std::net::SocketAddr,
+    role: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} for the {role} role"))
 }
 
 /// The failed-login limits of `[auth]`, for a role's own throttle.
