@@ -219,3 +219,32 @@ pub fn bench_directory(mailboxes: usize) -> String {
     }
     text
 }
+
+/// `text` (a copy of examples/quickstart.toml) with each `(from, to)` applied once. A `from`
+/// that is not there fails the test: the quick start changed under it.
+pub fn apply_swaps(mut text: String, swaps: &[(String, String)]) -> String {
+    for (from, to) in swaps {
+        assert!(
+            text.contains(from.as_str()),
+            "examples/quickstart.toml no longer has {from:?}"
+        );
+        text = text.replacen(from.as_str(), to, 1);
+    }
+    text
+}
+
+/// The swaps that point a quick-start configuration at `slapd` instead of the LDIF file,
+/// reading with the read-only service account.
+pub fn ldap_swaps(slapd: &Slapd, timeout: &str) -> Vec<(String, String)> {
+    let section = format!(
+        "[directory.ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\n\
+         timeout = \"{timeout}\"\n\n[shards]",
+        slapd.url(),
+        READER_ACCOUNT.0,
+        READER_ACCOUNT.1
+    );
+    vec![
+        ("backend = \"ldif\"".into(), "backend = \"ldap\"".into()),
+        ("[shards]".into(), section),
+    ]
+}

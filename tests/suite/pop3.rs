@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mailfold_pop3::lock::{LOCK_FILE, STALE_AFTER};
 use mailfold_store::{Maildir, MessageInfo, QuotaLimit, Recipient, Store, deliver};
 use mailfold_tests::binary::{Server, free_port};
-use mailfold_tests::fixture::{self, READER_ACCOUNT, SUFFIX};
+use mailfold_tests::fixture::{self, SUFFIX};
 use mailfold_tests::repo_root;
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
 
@@ -1114,7 +1114,7 @@ fn write_config(
     }
     fs::write(&seed, data).unwrap();
 
-    let mut text = fs::read_to_string(repo_root().join("examples/quickstart.toml")).unwrap();
+    let text = fs::read_to_string(repo_root().join("examples/quickstart.toml")).unwrap();
     let auth = "failure_delay = \"0ms\"\nmax_failures_per_ip = 100000\n\
                 max_failures_per_account = 100000\n";
     let mut pop3_options = format!("plaintext = \"{}\"\n", setup.plaintext);
@@ -1145,23 +1145,9 @@ fn write_config(
         ("failure_delay = \"1s\"\n".into(), auth.into()),
     ];
     if let Some(slapd) = slapd {
-        swaps.push(("backend = \"ldif\"".into(), "backend = \"ldap\"".into()));
-        let ldap = format!(
-            "[directory.ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\n\
-             timeout = \"5s\"\n\n[shards]",
-            slapd.url(),
-            READER_ACCOUNT.0,
-            READER_ACCOUNT.1
-        );
-        swaps.push(("[shards]".into(), ldap));
+        swaps.extend(fixture::ldap_swaps(slapd, "5s"));
     }
-    for (from, to) in swaps {
-        assert!(
-            text.contains(&from),
-            "examples/quickstart.toml no longer has {from:?}"
-        );
-        text = text.replacen(&from, &to, 1);
-    }
+    let text = fixture::apply_swaps(text, &swaps);
     let path = folder.join("quickstart.toml");
     fs::write(&path, text).unwrap();
     path

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mailfold_tests::binary::{Server, free_port};
-use mailfold_tests::fixture::{self, READER_ACCOUNT, SUFFIX};
+use mailfold_tests::fixture::{self, SUFFIX};
 use mailfold_tests::repo_root;
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
 
@@ -864,23 +864,9 @@ fn write_config(
         &smtp_options,
     );
     if let Some(slapd) = slapd {
-        swaps.push(("backend = \"ldif\"".into(), "backend = \"ldap\"".into()));
-        let ldap = format!(
-            "[directory.ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\n\
-             timeout = \"2s\"\n\n[shards]",
-            slapd.url(),
-            READER_ACCOUNT.0,
-            READER_ACCOUNT.1
-        );
-        swaps.push(("[shards]".into(), ldap));
+        swaps.extend(fixture::ldap_swaps(slapd, "2s"));
     }
-    for (from, to) in swaps {
-        assert!(
-            text.contains(&from),
-            "examples/quickstart.toml no longer has {from:?}"
-        );
-        text = text.replacen(&from, &to, 1);
-    }
+    let text = fixture::apply_swaps(text, &swaps);
     let path = folder.join("quickstart.toml");
     fs::write(&path, text).unwrap();
     path
