@@ -20,6 +20,22 @@ pub mod slapd;
 
 use std::path::PathBuf;
 
+/// Runs each named `async fn name(kind: Kind)` of the calling suite once per backend, as
+/// `ldap::name` (a private slapd) and `ldif::name` (the LDIF backend).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod ldap {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name($crate::fixture::Kind::Ldap).await })*
+        }
+        mod ldif {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name($crate::fixture::Kind::Ldif).await })*
+        }
+    };
+}
+
 /// The repository's top folder.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1064,23 +1064,29 @@ mailfoldMailShard: shard1
     }
 
     #[test]
-    fn tenant_admin_writes_its_own_tenant_but_not_another() {
+    fn tenant_admin_writes_its_own_aliases_and_nothing_else() {
         let (slapd, _fixtures) = two_tenants();
         slapd
-            .ldap_modify_as(
-                JANE_DN,
-                "jane-secret",
-                &rename_cn(ALICE_DN, "Alice B. Smith"),
-            )
-            .expect("jane may change acme's mailbox");
+            .ldap_modify_as(JANE_DN, "jane-secret", &alias("helpdesk", &["helpdesk@acme.test"]))
+            .expect("jane may add an alias in acme");
+        let acme_alias = format!("mail=info@acme.test,{ACME_ALIASES}");
+        slapd
+            .ldap_modify_as(JANE_DN, "jane-secret", &rename_cn(&acme_alias, "Info desk"))
+            .expect("jane may change acme's alias");
 
-        let err = slapd
-            .ldap_modify_as(JANE_DN, "jane-secret", &rename_cn(CAROL_DN, "Mallory"))
-            .expect_err("jane must not change globex's mailbox");
-        assert!(
-            err.to_string().contains("Insufficient access (50)"),
-            "{err}"
-        );
+        // Mailboxes are the platform's, even in jane's own tenant; globex is out of reach.
+        for (target, why) in [
+            (ALICE_DN, "jane must not change acme's mailbox"),
+            (CAROL_DN, "jane must not change globex's mailbox"),
+        ] {
+            let err = slapd
+                .ldap_modify_as(JANE_DN, "jane-secret", &rename_cn(target, "Mallory"))
+                .expect_err(why);
+            assert!(
+                err.to_string().contains("Insufficient access (50)"),
+                "{err}"
+            );
+        }
 
         let carol = slapd
             .ldap_search_as(MAX_DN, "max-secret", CAROL_DN, "(objectClass=*)", &["cn"])

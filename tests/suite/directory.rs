@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use mailfold_directory::{
+    Actor,
     AliasUpdate, CacheConfig, DirectoryError, DomainResolution, LoginFailure, NewAlias, Refusal,
     Resolution, Service, Skip, Status,
 };
@@ -25,21 +26,7 @@ macro_rules! assert_error {
     };
 }
 
-/// Runs each named test function once per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod ldap {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() { super::$name(super::Kind::Ldap).await })*
-        }
-        mod ldif {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() { super::$name(super::Kind::Ldif).await })*
-        }
-    };
-}
-
-on_both_backends!(
+mailfold_tests::on_both_backends!(
     every_hash_scheme_logs_in,
     wrong_empty_and_unknown_credentials_are_refused,
     inactive_accounts_are_refused_even_with_the_right_password,
@@ -435,7 +422,7 @@ async fn create(
     targets: &[&str],
 ) -> Result<mailfold_directory::Alias, DirectoryError> {
     dir.directory
-        .create_alias(domain, new_alias(address, targets))
+        .create_alias(Actor::Service, domain, new_alias(address, targets))
         .await
 }
 
@@ -478,7 +465,7 @@ async fn aliases_can_be_created_listed_updated_and_deleted(kind: Kind) {
     };
     let updated = dir
         .directory
-        .update_alias("support@acme.test", update)
+        .update_alias(Actor::Service, "support@acme.test", update)
         .await
         .unwrap();
     assert_eq!(updated.targets, ["dave@acme.test"]);
@@ -489,7 +476,7 @@ async fn aliases_can_be_created_listed_updated_and_deleted(kind: Kind) {
     );
 
     dir.directory
-        .delete_alias("support@acme.test")
+        .delete_alias(Actor::Service, "support@acme.test")
         .await
         .unwrap();
     let gone = dir
@@ -498,7 +485,7 @@ async fn aliases_can_be_created_listed_updated_and_deleted(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(gone, Resolution::Unknown);
-    let again = dir.directory.delete_alias("support@acme.test").await;
+    let again = dir.directory.delete_alias(Actor::Service, "support@acme.test").await;
     assert_eq!(again, Err(DirectoryError::NotFound));
 }
 
@@ -529,7 +516,7 @@ async fn alias_changes_that_collide_or_loop_are_refused(kind: Kind) {
         targets: Some(vec!["team@acme.test".into()]),
         ..AliasUpdate::default()
     };
-    let looped = dir.directory.update_alias("sales@acme.test", update).await;
+    let looped = dir.directory.update_alias(Actor::Service, "sales@acme.test", update).await;
     assert_error!(looped, Conflict, "{looped:?}");
     let pointing_at_itself = create(&dir, "acme.test", "me@acme.test", &["me@acme.test"]).await;
     assert_error!(pointing_at_itself, Conflict, "{pointing_at_itself:?}");

@@ -6,17 +6,20 @@
 //! the backstop for a race between two writers), the domain's and tenant's `mailfoldMaxAliases`
 //! allow one more, and the targets do not lead back to the alias.
 //!
-//! Writes are made with the backend's own identity. The JSON API will make tenant writes as the
-//! tenant administrator instead, so that the directory's ACLs confine them.
+//! Reads and checks run as the service account (a collision must be found in every tenant,
+//! which no tenant administrator may read). The write itself is made as the given [`Actor`]:
+//! the JSON API passes the tenant administrator, so the directory's access rules confine the
+//! change to that administrator's tenant whatever Mailfold itself decided. The `ou=aliases`
+//! container a domain may lack is created as the service account: it is structure, not data.
 
 use crate::Directory;
 use crate::address::Address;
-use crate::backend::{Change, Scope};
+use crate::backend::{Actor, Change, Scope};
 use crate::dn::rdn;
 use crate::entry::Entry;
 use crate::error::{DirectoryError, Result};
 use crate::filter::Filter;
-use crate::model::{Alias, DomainResolution, LocalDomain, Skip, Status, strictest};
+use crate::model::{Alias, LocalDomain, Skip, Status, strictest};
 use crate::resolve::Found;
 
 /// Most targets one alias may have: beyond this it is a mailing list, not an alias.
@@ -81,8 +84,13 @@ impl Directory {
         Ok(self.entries_below(&domain.dn, "mailfoldAlias").await?.len() as u64)
     }
 
-    /// Creates an alias in `domain`.
-    pub async fn create_alias(&self, domain: &str, new: NewAlias) -> Result<Alias> {
+    /// Creates an alias in `domain`, written with the authority of `actor`.
+    pub async fn create_alias(
+        &self,
+        actor: Actor<'_>,
+        domain: &str,
+        new: NewAlias,
+    ) -> Result<Alias> {
         let domain = self.primary_domain(domain).await?;
         let address = Address::parse(&new.address)?;
         if address.domain() != domain.name.as_str() {
@@ -114,17 +122,21 @@ impl Directory {
             entry.push("description", description);
         }
 
-        let added = self.timed("add", self.backend.add(entry.clone())).await;
+        let added = self
+            .timed("add", self.backend.add(actor, entry.clone()))
+            .await;
         if added == Err(DirectoryError::NotFound) {
             // The domain has no ou=aliases yet: make it, then add again.
             let mut container = Entry::new(format!("ou=aliases,{}", domain.dn));
             container.push("objectClass", "organizationalUnit");
             container.push("ou", "aliases");
-            match self.timed("add", self.backend.add(container)).await {
+            let create = self.backend.add(Actor::Service, container);
+            match self.timed("add", create).await {
                 Ok(()) | Err(DirectoryError::Conflict(_)) => {}
                 Err(error) => return Err(error),
             }
-            self.timed("add", self.backend.add(entry.clone())).await?;
+            self.timed("add", self.backend.add(actor, entry.clone()))
+                .await?;
         } else {
             added?;
         }
@@ -132,8 +144,13 @@ impl Directory {
         Alias::from_entry(&entry)
     }
 
-    /// Changes an alias.
-    pub async fn update_alias(&self, address: &str, update: AliasUpdate) -> Result<Alias> {
+    /// Changes an alias, with the authority of `actor`.
+    pub async fn update_alias(
+        &self,
+        actor: Actor<'_>,
+        address: &str,
+        update: AliasUpdate,
+    ) -> Result<Alias> {
         let current = self.alias(address).await?;
         let mut changes = Vec::new();
         if let Some(targets) = &update.targets {
@@ -152,28 +169,27 @@ impl Directory {
             ));
         }
         if !changes.is_empty() {
-            self.timed("modify", self.backend.modify(&current.dn, changes))
+            self.timed("modify", self.backend.modify(actor, &current.dn, changes))
                 .await?;
             self.changed();
         }
         self.alias(address).await
     }
 
-    /// Deletes an alias.
-    pub async fn delete_alias(&self, address: &str) -> Result<()> {
+    /// Deletes an alias, with the authority of `actor`.
+    pub async fn delete_alias(&self, actor: Actor<'_>, address: &str) -> Result<()> {
         let current = self.alias(address).await?;
-        self.timed("delete", self.backend.delete(&current.dn))
+        self.timed("delete", self.backend.delete(actor, &current.dn))
             .await?;
         self.changed();
         Ok(())
     }
 
-    /// The local domain by its primary name; alias names and foreign domains are not found.
+    /// The local domain by its primary name, read fresh: limits and ownership are checked
+    /// against the directory as it is, not as cached. Alias names and foreign domains are not
+    /// found.
     async fn primary_domain(&self, name: &str) -> Result<std::sync::Arc<LocalDomain>> {
-        match self.resolve_domain(name).await? {
-            DomainResolution::Local(domain) => Ok(domain),
-            _ => Err(DirectoryError::NotFound),
-        }
+        self.local_domain(name).await
     }
 
     async fn entries_below(&self, base: &str, class: &'static str) -> Result<Vec<Entry>> {

@@ -171,6 +171,22 @@ impl Dn {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The type of the leaf component's first attribute, lowercased.
+    pub fn leaf_kind(&self) -> Option<&str> {
+        self.components
+            .first()
+            .and_then(|c| c.first())
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Whether the leaf component is the single `kind=value` (both compared without case).
+    pub fn leaf_is(&self, kind: &str, value: &str) -> bool {
+        matches!(
+            self.components.first().map(Vec::as_slice),
+            Some([(k, v)]) if k.eq_ignore_ascii_case(kind) && v.eq_ignore_ascii_case(value)
+        )
+    }
+
     /// The value of the first component whose type is `kind`, searching from the leaf.
     pub fn value_of(&self, kind: &str) -> Option<&str> {
         self.components

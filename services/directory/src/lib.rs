@@ -13,6 +13,8 @@
 //! - [`entry`]: the raw entry both backends return.
 //! - [`model`]: tenants, domains, mailboxes, aliases, and the inheritance rules.
 //! - `resolve`, `auth`, `aliases`: the directory's operations, written once over the backends.
+//! - [`admin`]: tenant administrators of the JSON API, their logins and bearer tokens.
+//! - [`provision`]: the operator's side: tenants, domains, mailboxes and administrators.
 //! - [`backend`]: LDAP (ldap3 + deadpool) and LDIF (in memory, written back atomically).
 //! - `cache`: positive and negative answers with TTLs and a size bound.
 //! - [`password`], [`ldif_format`]: what the LDIF backend needs to stand in for a server.
@@ -28,6 +30,7 @@
 //! - Passwords are never logged and never cached.
 
 pub mod address;
+pub mod admin;
 mod aliases;
 pub mod auth;
 pub mod backend;
@@ -40,6 +43,7 @@ pub mod ldif_format;
 mod metrics;
 pub mod model;
 pub mod password;
+pub mod provision;
 mod resolve;
 
 use std::future::Future;
@@ -47,8 +51,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use address::{Address, AddressError, Domain};
+pub use admin::{Admin, AdminScope, IssuedToken};
 pub use aliases::{AliasUpdate, NewAlias};
 pub use auth::{LoginFailure, Refusal};
+pub use backend::Actor;
 pub use backend::ldap::LdapConfig;
 pub use backend::ldif::LdifConfig;
 pub use cache::CacheConfig;

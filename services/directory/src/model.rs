@@ -58,7 +58,7 @@ impl Status {
     }
 
     /// The first status in `levels` (outermost first) that is not active, else active.
-    fn effective(levels: &[Status]) -> Status {
+    pub(crate) fn effective(levels: &[Status]) -> Status {
         levels
             .iter()
             .copied()
@@ -165,7 +165,7 @@ impl Services {
         Service::ALL.into_iter().filter(move |s| self.contains(*s))
     }
 
-    fn effective(levels: &[Option<Services>]) -> Services {
+    pub(crate) fn effective(levels: &[Option<Services>]) -> Services {
         levels
             .iter()
             .flatten()

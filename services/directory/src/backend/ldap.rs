@@ -21,7 +21,7 @@ use ldap3::{
     Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Mod, ResultEntry, SearchEntry,
 };
 
-use super::{BindOutcome, Change, Scope};
+use super::{Actor, BindOutcome, Change, Scope};
 use crate::entry::Entry;
 use crate::error::{DirectoryError, Result};
 use crate::filter::Filter;
@@ -160,9 +160,23 @@ impl LdapBackend {
     /// Runs `operation` on a pooled connection, once more on a fresh one after a transport
     /// failure. Result codes are not retried: the server answered.
     async fn perform(&self, operation: &Operation<'_>) -> Result<Answer> {
+        self.perform_as(Actor::Service, operation).await
+    }
+
+    /// [`perform`](Self::perform) with the authority of `actor`: for an administrator, the
+    /// request carries the proxied authorization control (RFC 4370 §3), marked critical, so
+    /// the server evaluates its access rules for that DN or refuses the request outright.
+    async fn perform_as(&self, actor: Actor<'_>, operation: &Operation<'_>) -> Result<Answer> {
         let mut last_error = None;
         for _attempt in 0..2 {
             let mut ldap = self.pool.get().await.map_err(pool_error)?;
+            if let Actor::Admin(dn) = actor {
+                // RFC 4370 §3: the authzId form is "dn:" followed by the DN.
+                let control = ldap3::controls::ProxyAuth {
+                    authzid: format!("dn:{dn}"),
+                };
+                ldap.with_controls(control);
+            }
             match operation.run(&mut ldap, self.connector.timeout).await {
                 Err(error) if is_transport(&error) => {
                     // A dead connection: drop it instead of handing it to the next caller.
@@ -223,38 +237,45 @@ impl LdapBackend {
         })
     }
 
-    pub(crate) async fn add(&self, entry: Entry) -> Result<()> {
+    pub(crate) async fn add(&self, actor: Actor<'_>, entry: Entry) -> Result<()> {
         let attributes = entry
             .attributes
             .iter()
             .map(|a| (a.name.clone(), a.values.iter().cloned().collect()))
             .collect();
-        self.write(
-            "adding entry",
-            Operation::Add {
-                dn: &entry.dn,
-                attributes,
-            },
-        )
-        .await
+        let operation = Operation::Add {
+            dn: &entry.dn,
+            attributes,
+        };
+        self.write(actor, "adding entry", operation).await
     }
 
-    pub(crate) async fn modify(&self, dn: &str, changes: Vec<Change>) -> Result<()> {
+    pub(crate) async fn modify(
+        &self,
+        actor: Actor<'_>,
+        dn: &str,
+        changes: Vec<Change>,
+    ) -> Result<()> {
         let mods = changes
             .into_iter()
-            .map(|Change::Replace(name, values)| Mod::Replace(name, values.into_iter().collect()))
+            .map(|change| match change {
+                Change::Replace(name, values) => Mod::Replace(name, values.into_iter().collect()),
+                Change::Add(name, values) => Mod::Add(name, values.into_iter().collect()),
+                Change::Remove(name, values) => Mod::Delete(name, values.into_iter().collect()),
+            })
             .collect();
-        self.write("modifying entry", Operation::Modify { dn, mods })
+        self.write(actor, "modifying entry", Operation::Modify { dn, mods })
             .await
     }
 
-    pub(crate) async fn delete(&self, dn: &str) -> Result<()> {
-        self.write("deleting entry", Operation::Delete { dn }).await
+    pub(crate) async fn delete(&self, actor: Actor<'_>, dn: &str) -> Result<()> {
+        self.write(actor, "deleting entry", Operation::Delete { dn })
+            .await
     }
 
     /// Runs a write and maps its result code to the directory's errors.
-    async fn write(&self, doing: &str, operation: Operation<'_>) -> Result<()> {
-        match self.perform(&operation).await? {
+    async fn write(&self, actor: Actor<'_>, doing: &str, operation: Operation<'_>) -> Result<()> {
+        match self.perform_as(actor, &operation).await? {
             Answer::Done(result) => code_error(doing, &result),
             Answer::Entries(_) => Ok(()),
         }
@@ -359,10 +380,12 @@ fn code_error(doing: &str, result: &LdapResult) -> Result<()> {
     let text = || format!("{doing}: ldap result {} {}", result.rc, result.text);
     match result.rc {
         0 => Ok(()),
-        32 => Err(DirectoryError::NotFound),
+        // noSuchObject, and noSuchAttribute for a value removal of a value that is not there.
+        32 | 16 => Err(DirectoryError::NotFound),
         // entryAlreadyExists, and constraintViolation from slapo-unique.
         68 | 19 => Err(DirectoryError::Conflict(text())),
-        50 => Err(DirectoryError::Forbidden(text())),
+        // insufficientAccessRights, and authorizationDenied for a refused proxy (RFC 4370 §6).
+        50 | 123 => Err(DirectoryError::Forbidden(text())),
         // Schema refusals: the directory and Mailfold disagree about the schema.
         17 | 21 | 64 | 65 | 67 | 69 => Err(DirectoryError::Inconsistent(text())),
         _ => Err(DirectoryError::Unavailable(text())),

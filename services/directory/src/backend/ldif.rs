@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use super::{BindOutcome, Change, Scope};
+use super::{Actor, BindOutcome, Change, Scope};
 use crate::dn::Dn;
 use crate::entry::Entry;
 use crate::error::{DirectoryError, Result};
@@ -145,7 +145,8 @@ impl LdifBackend {
         })
     }
 
-    pub(crate) async fn add(&self, entry: Entry) -> Result<()> {
+    pub(crate) async fn add(&self, actor: Actor<'_>, entry: Entry) -> Result<()> {
+        self.authorise(actor, &entry.dn)?;
         let _writer = self.writer.lock().await;
         let text = {
             let store = self.store.read().map_err(|_| poisoned())?;
@@ -157,15 +158,21 @@ impl LdifBackend {
         Ok(())
     }
 
-    pub(crate) async fn modify(&self, dn: &str, changes: Vec<Change>) -> Result<()> {
+    pub(crate) async fn modify(
+        &self,
+        actor: Actor<'_>,
+        dn: &str,
+        changes: Vec<Change>,
+    ) -> Result<()> {
+        self.authorise(actor, dn)?;
         let _writer = self.writer.lock().await;
         let key = parse_dn(dn)?;
         let (text, changed) = {
             let store = self.store.read().map_err(|_| poisoned())?;
             let (_, current) = store.entries.get(&key).ok_or(DirectoryError::NotFound)?;
             let mut changed = current.clone();
-            for Change::Replace(name, values) in changes {
-                changed.set(&name, values);
+            for change in changes {
+                apply(&mut changed, change)?;
             }
             store.check_addresses(&changed, Some(&key))?;
             (
@@ -181,7 +188,8 @@ impl LdifBackend {
         Ok(())
     }
 
-    pub(crate) async fn delete(&self, dn: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, actor: Actor<'_>, dn: &str) -> Result<()> {
+        self.authorise(actor, dn)?;
         let _writer = self.writer.lock().await;
         let key = parse_dn(dn)?;
         let text = {
@@ -202,6 +210,23 @@ impl LdifBackend {
         self.persist(text).await?;
         self.store.write().map_err(|_| poisoned())?.remove(&key);
         Ok(())
+    }
+
+    /// Refuses a write that the recommended ACLs would refuse to `actor`.
+    fn authorise(&self, actor: Actor<'_>, target: &str) -> Result<()> {
+        match actor {
+            Actor::Service => Ok(()),
+            Actor::Admin(admin) => {
+                let (admin, target) = (parse_dn(admin)?, parse_dn(target)?);
+                if admin_may_write(&admin, &target, &self.base) {
+                    Ok(())
+                } else {
+                    Err(DirectoryError::Forbidden(format!(
+                        "{admin} may not write {target}"
+                    )))
+                }
+            }
+        }
     }
 
     async fn persist(&self, text: String) -> Result<()> {
@@ -353,6 +378,76 @@ impl Store {
 }
 
 /// Replaces `path` with `contents` so that readers see the old file or the new, never a mix.
+/// Whether a tenant administrator may write `target`: the rule of the ACLs docs/directory.md
+/// recommends, written out for the backend that has no ACLs. The administrator
+/// (`uid=<login>,ou=admins,<tenant>`) may write the `ou=aliases` container of any domain of
+/// its own tenant and the entries below it, and nothing else.
+pub fn admin_may_write(admin: &Dn, target: &Dn, base: &Dn) -> bool {
+    let Ok(tenants) = Dn::parse(&format!("o=tenants,{base}")) else {
+        return false;
+    };
+
+    // The administrator's tenant: two levels up from its entry, directly under o=tenants.
+    let admins = admin.parent();
+    let tenant = admins.as_ref().and_then(Dn::parent);
+    let (Some(admins), Some(tenant)) = (admins, tenant) else {
+        return false;
+    };
+    if !admins.leaf_is("ou", "admins")
+        || tenant.value_of("mailfoldTenantId").is_none()
+        || tenant.parent().as_ref() != Some(&tenants)
+    {
+        return false;
+    }
+
+    // The target: ou=aliases,mailfoldDomainName=<d>,ou=domains,<that tenant>, or below it.
+    let mut node = Some(target.clone());
+    while let Some(current) = node {
+        let domain = current.parent();
+        let domains = domain.as_ref().and_then(Dn::parent);
+        if current.leaf_is("ou", "aliases")
+            && let (Some(domain), Some(domains)) = (domain, domains)
+        {
+            return domain.leaf_kind() == Some("mailfolddomainname")
+                && domains.leaf_is("ou", "domains")
+                && domains.parent().as_ref() == Some(&tenant);
+        }
+        node = current.parent();
+    }
+    false
+}
+
+/// Applies one change to a copy of an entry, as a server would (RFC 4511 §4.6).
+fn apply(entry: &mut Entry, change: Change) -> Result<()> {
+    match change {
+        Change::Replace(name, values) => entry.set(&name, values),
+        Change::Add(name, values) => {
+            let mut all = entry.values(&name).to_vec();
+            for value in values {
+                if all.contains(&value) {
+                    // attributeOrValueExists.
+                    return Err(DirectoryError::Conflict(format!("{name} already has {value}")));
+                }
+                all.push(value);
+            }
+            entry.set(&name, all);
+        }
+        Change::Remove(name, values) => {
+            let mut all = entry.values(&name).to_vec();
+            for value in values {
+                let before = all.len();
+                all.retain(|v| v != &value);
+                if all.len() == before {
+                    // noSuchAttribute.
+                    return Err(DirectoryError::NotFound);
+                }
+            }
+            entry.set(&name, all);
+        }
+    }
+    Ok(())
+}
+
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let folder = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -428,7 +523,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = sample(dir.path());
         let backend = LdifBackend::open(&config, BASE).unwrap();
-        backend.add(alias("c@x.test")).await.unwrap();
+        backend.add(Actor::Service, alias("c@x.test")).await.unwrap();
 
         let reloaded = LdifBackend::open(&config, BASE).unwrap();
         let found = reloaded
@@ -448,13 +543,13 @@ mod tests {
     async fn a_taken_address_or_a_missing_parent_is_refused_like_slapd_does() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LdifBackend::open(&sample(dir.path()), BASE).unwrap();
-        let taken = backend.add(alias("a@x.test")).await.unwrap_err();
+        let taken = backend.add(Actor::Service, alias("a@x.test")).await.unwrap_err();
         assert!(matches!(taken, DirectoryError::Conflict(_)), "{taken}");
 
         let mut orphan = alias("d@x.test");
         orphan.dn = format!("mail=d@x.test,ou=nowhere,{BASE}");
         assert_eq!(
-            backend.add(orphan).await.unwrap_err(),
+            backend.add(Actor::Service, orphan).await.unwrap_err(),
             DirectoryError::NotFound
         );
     }
@@ -468,22 +563,22 @@ mod tests {
             "mailfoldAddress".into(),
             vec!["z@x.test".into()],
         )];
-        backend.modify(&dn, changes).await.unwrap();
+        backend.modify(Actor::Service, &dn, changes).await.unwrap();
         let by =
             |a: &str| backend.search(BASE, Scope::Subtree, &Filter::equal("mailfoldAddress", a));
         assert!(by("a@x.test").unwrap().is_empty());
         assert_eq!(by("z@x.test").unwrap().len(), 1);
 
-        backend.delete(&dn).await.unwrap();
+        backend.delete(Actor::Service, &dn).await.unwrap();
         assert!(by("z@x.test").unwrap().is_empty());
         let parent = format!("o=tenants,{BASE}");
         assert_eq!(
-            backend.delete(&dn).await.unwrap_err(),
+            backend.delete(Actor::Service, &dn).await.unwrap_err(),
             DirectoryError::NotFound
         );
-        backend.add(alias("e@x.test")).await.unwrap();
+        backend.add(Actor::Service, alias("e@x.test")).await.unwrap();
         assert!(matches!(
-            backend.delete(&parent).await,
+            backend.delete(Actor::Service, &parent).await,
             Err(DirectoryError::Conflict(_))
         ));
     }

@@ -22,11 +22,31 @@ pub enum Scope {
     Subtree,
 }
 
-/// One change to an entry's attributes.
+/// One change to an entry's attributes (RFC 4511 §4.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Set the attribute to exactly these values; no values removes it.
     Replace(String, Vec<String>),
+    /// Add these values, keeping the others.
+    Add(String, Vec<String>),
+    /// Remove these values, keeping the others; a value that is not there is `NotFound`.
+    Remove(String, Vec<String>),
+}
+
+/// Whose authority a write is made with.
+///
+/// Tenant-scoped writes of the JSON API are made as the tenant administrator, so that the
+/// directory's own access rules confine them to that tenant: an authorisation mistake in
+/// Mailfold still cannot reach another tenant's entries. Everything else is made as the
+/// service account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor<'a> {
+    /// The configured service account.
+    Service,
+    /// A tenant administrator, by the DN of its entry. The LDAP backend sends the write with
+    /// the proxied authorization control (RFC 4370) naming this DN; the LDIF backend applies
+    /// the same rule as the recommended ACLs ([`ldif::admin_may_write`]).
+    Admin(&'a str),
 }
 
 /// The result of checking a password by binding.
@@ -75,26 +95,31 @@ impl Backend {
     }
 
     /// Adds a new entry; its parent must exist.
-    pub(crate) async fn add(&self, entry: Entry) -> Result<()> {
+    pub(crate) async fn add(&self, actor: Actor<'_>, entry: Entry) -> Result<()> {
         match self {
-            Backend::Ldap(ldap) => ldap.add(entry).await,
-            Backend::Ldif(ldif) => ldif.add(entry).await,
+            Backend::Ldap(ldap) => ldap.add(actor, entry).await,
+            Backend::Ldif(ldif) => ldif.add(actor, entry).await,
         }
     }
 
     /// Changes attributes of an existing entry.
-    pub(crate) async fn modify(&self, dn: &str, changes: Vec<Change>) -> Result<()> {
+    pub(crate) async fn modify(
+        &self,
+        actor: Actor<'_>,
+        dn: &str,
+        changes: Vec<Change>,
+    ) -> Result<()> {
         match self {
-            Backend::Ldap(ldap) => ldap.modify(dn, changes).await,
-            Backend::Ldif(ldif) => ldif.modify(dn, changes).await,
+            Backend::Ldap(ldap) => ldap.modify(actor, dn, changes).await,
+            Backend::Ldif(ldif) => ldif.modify(actor, dn, changes).await,
         }
     }
 
     /// Deletes a leaf entry.
-    pub(crate) async fn delete(&self, dn: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, actor: Actor<'_>, dn: &str) -> Result<()> {
         match self {
-            Backend::Ldap(ldap) => ldap.delete(dn).await,
-            Backend::Ldif(ldif) => ldif.delete(dn).await,
+            Backend::Ldap(ldap) => ldap.delete(actor, dn).await,
+            Backend::Ldif(ldif) => ldif.delete(actor, dn).await,
         }
     }
 
