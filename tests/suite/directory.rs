@@ -517,9 +517,9 @@ async fn alias_changes_that_collide_or_loop_are_refused(kind: Kind) {
         ..AliasUpdate::default()
     };
     let looped = dir.directory.update_alias(Actor::Service, "sales@acme.test", update).await;
-    assert_error!(looped, Conflict, "{looped:?}");
+    assert_error!(looped, Loop, "{looped:?}");
     let pointing_at_itself = create(&dir, "acme.test", "me@acme.test", &["me@acme.test"]).await;
-    assert_error!(pointing_at_itself, Conflict, "{pointing_at_itself:?}");
+    assert_error!(pointing_at_itself, Loop, "{pointing_at_itself:?}");
     // Nothing changed.
     assert_eq!(
         addresses(&expansion(&dir, "sales@acme.test").await),

@@ -92,10 +92,11 @@ impl Directory {
         new: NewAlias,
     ) -> Result<Alias> {
         let domain = self.primary_domain(domain).await?;
-        let address = Address::parse(&new.address)?;
+        let address = Address::parse(&new.address)
+            .map_err(|e| DirectoryError::Invalid(format!("address: {e}")))?;
         if address.domain() != domain.name.as_str() {
             return Err(DirectoryError::Invalid(format!(
-                "{address} is not in {}",
+                "address: {address} is not in {}",
                 domain.name
             )));
         }
@@ -248,8 +249,8 @@ impl Directory {
             *skip == Skip::Loop && Address::parse(target).as_ref() == Ok(address)
         });
         if loops_back {
-            return Err(DirectoryError::Conflict(format!(
-                "the targets lead back to {address}"
+            return Err(DirectoryError::Loop(format!(
+                "targets: they lead back to {address}"
             )));
         }
         Ok(())
@@ -260,13 +261,13 @@ impl Directory {
 fn valid_targets(targets: &[String]) -> Result<Vec<String>> {
     if targets.is_empty() || targets.len() > MAX_TARGETS {
         return Err(DirectoryError::Invalid(format!(
-            "an alias needs 1 to {MAX_TARGETS} targets"
+            "targets: an alias needs 1 to {MAX_TARGETS} targets"
         )));
     }
     let mut valid: Vec<String> = Vec::with_capacity(targets.len());
     for target in targets {
         let address = Address::parse(target.trim())
-            .map_err(|e| DirectoryError::Invalid(format!("target {target:?}: {e}")))?;
+            .map_err(|e| DirectoryError::Invalid(format!("targets: {target:?}: {e}")))?;
         if !valid.iter().any(|v| v == address.as_str()) {
             valid.push(address.to_string());
         }

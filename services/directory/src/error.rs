@@ -23,9 +23,13 @@ pub enum DirectoryError {
     /// The object does not exist.
     #[error("not found")]
     NotFound,
-    /// The object, or an address it would claim, exists already.
+    /// The object, or an address it would claim, exists already. The text is fit for the
+    /// client: it names what the client sent, never a DN or a server's message.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The change would make an alias lead back to itself.
+    #[error("loop: {0}")]
+    Loop(String),
     /// A configured limit (aliases per domain, ...) would be exceeded.
     #[error("limit reached: {0}")]
     LimitReached(String),

@@ -176,7 +176,27 @@ pub struct LogConfig {
 pub struct ApiConfig {
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
+    /// Serve HTTPS with the `[tls]` certificate instead of plain HTTP.
+    pub tls: bool,
+    /// The operator's bearer token, read from `operator_token_file`; `None` closes the
+    /// operator API.
+    pub operator_token: Option<String>,
+    /// How long a tenant token lives.
+    pub token_lifetime: Duration,
+    /// Largest request body, in bytes.
+    pub max_body_size: usize,
+    /// Longest time to answer one request.
+    pub request_timeout: Duration,
+    /// Placement of new mailboxes that no request, domain or tenant pins to a shard.
+    pub shard_placement: mailfold_api::ShardPolicy,
+    /// Most open connections, and most from one client network.
+    pub max_connections: usize,
+    /// Most open connections from one client network.
+    pub max_connections_per_ip: usize,
 }
+
+/// The shortest operator token accepted: it is the key to the whole platform.
+pub const MIN_OPERATOR_TOKEN: usize = 32;
 
 /// One problem in the file, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,24 +296,14 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
         .unwrap_or(1000) as usize;
     metrics.finish(errors);
 
-    let mut api = root.section("api", errors);
-    let listen = api
-        .addresses("listen", errors)
-        .unwrap_or_else(|| vec![local(8080)]);
-    if roles.contains(&Role::Api) && listen.is_empty() {
-        errors.add(
-            &api.key("listen"),
-            "the api role needs at least one address".into(),
-        );
-    }
-    api.finish(errors);
+    let api = read_api(root, errors, roles.contains(&Role::Api));
 
     Some(Config {
         roles,
         state_dir,
         log: LogConfig { filter, format },
         directory: directory?,
-        api: ApiConfig { listen },
+        api,
         shards,
         tls,
         auth,
@@ -882,6 +892,87 @@ impl Section {
         for name in self.table.keys() {
             errors.add(&self.key(name), "unknown key".into());
         }
+    }
+}
+
+/// `[api]`: the HTTP listener, the operator token and the API's limits.
+fn read_api(root: &mut Section, errors: &mut Errors, enabled: bool) -> ApiConfig {
+    let mut api = root.section("api", errors);
+    let listen = api
+        .addresses("listen", errors)
+        .unwrap_or_else(|| vec![local(8080)]);
+    if enabled && listen.is_empty() {
+        errors.add(
+            &api.key("listen"),
+            "the api role needs at least one address".into(),
+        );
+    }
+    let tls = api.boolean("tls", errors).unwrap_or(false);
+    let operator_token = api
+        .path("operator_token_file", errors)
+        .and_then(|file| match std::fs::read_to_string(&file) {
+            Ok(text) if text.trim().len() >= MIN_OPERATOR_TOKEN => Some(text.trim().to_string()),
+            Ok(_) => {
+                errors.add(
+                    &api.key("operator_token_file"),
+                    format!("the token must be at least {MIN_OPERATOR_TOKEN} characters"),
+                );
+                None
+            }
+            Err(e) => {
+                errors.add(
+                    &api.key("operator_token_file"),
+                    format!("reading {}: {e}", file.display()),
+                );
+                None
+            }
+        });
+    let token_lifetime = api
+        .duration("token_lifetime", errors)
+        .unwrap_or(Duration::from_secs(3600));
+    if !(Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600)).contains(&token_lifetime) {
+        errors.add(
+            &api.key("token_lifetime"),
+            "must be from 1m to 168h".into(),
+        );
+    }
+    let max_body_size = api
+        .integer("max_body_size", 1024, 16 * 1024 * 1024, errors)
+        .unwrap_or(64 * 1024) as usize;
+    let request_timeout = api
+        .duration("request_timeout", errors)
+        .unwrap_or(Duration::from_secs(30));
+    if request_timeout.is_zero() {
+        errors.add(&api.key("request_timeout"), "must be more than 0".into());
+    }
+    let shard_placement = match api.string("shard_placement", errors).as_deref() {
+        None | Some("first") => mailfold_api::ShardPolicy::First,
+        Some("spread") => mailfold_api::ShardPolicy::Spread,
+        Some(other) => {
+            errors.add(
+                &api.key("shard_placement"),
+                format!("unknown policy {other:?}: first or spread"),
+            );
+            mailfold_api::ShardPolicy::First
+        }
+    };
+    let max_connections = api
+        .integer("max_connections", 1, 1_000_000, errors)
+        .unwrap_or(256) as usize;
+    let max_connections_per_ip = api
+        .integer("max_connections_per_ip", 1, 1_000_000, errors)
+        .unwrap_or(32) as usize;
+    api.finish(errors);
+    ApiConfig {
+        listen,
+        tls,
+        operator_token,
+        token_lifetime,
+        max_body_size,
+        request_timeout,
+        shard_placement,
+        max_connections,
+        max_connections_per_ip,
     }
 }
 

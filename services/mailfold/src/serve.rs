@@ -42,30 +42,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop, stopping) = watch::channel(false);
 
     let mut roles = tokio::task::JoinSet::new();
-    for role in &config.roles {
-        match role {
-            Role::Api => {
-                let state = mailfold_api::ApiState {
-                    directory: directory.clone(),
-                    metrics: metrics.clone(),
-                };
-                for address in &config.api.listen {
-                    let listener = bind(address, "api").await?;
-                    tracing::info!(role = "api", %address, "listening");
-                    let shutdown = stopped(stopping.clone());
-                    roles.spawn(mailfold_api::serve(listener, state.clone(), shutdown));
-                }
-            }
-            // Started below, once the directory and store exist.
-            Role::Pop3 | Role::Smtp | Role::Lmtp => {}
-        }
-    }
-    // One certificate for every mail role, loaded (or made) once.
+    // One certificate for every role that speaks TLS, loaded (or made) once.
     let mail_roles = [Role::Pop3, Role::Smtp, Role::Lmtp];
-    let tls = match config.roles.iter().any(|r| mail_roles.contains(r)) {
+    let api_tls = config.roles.contains(&Role::Api) && config.api.tls;
+    let tls = match api_tls || config.roles.iter().any(|r| mail_roles.contains(r)) {
         true => Some(tls_acceptor(&config)?),
         false => None,
     };
+    if config.roles.contains(&Role::Api) {
+        let acceptor = if api_tls { tls.clone() } else { None };
+        start_api(&config, &directory, &metrics, acceptor, &stopping, &mut roles).await?;
+    }
     if config.roles.contains(&Role::Pop3) {
         start_pop3(
             &config,
@@ -99,6 +86,55 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(grace = ?GRACE, "roles still busy after the grace period; exiting");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts the JSON API on every `[api] listen` address.
+async fn start_api(
+    config: &Config,
+    directory: &Arc<Directory>,
+    metrics: &Metrics,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stopping: &watch::Receiver<bool>,
+    roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    let api = &config.api;
+    if api.operator_token.is_none() {
+        tracing::info!("no [api] operator_token_file; the operator api is closed");
+    }
+    let settings = mailfold_api::ApiSettings {
+        operator_token: api.operator_token.clone(),
+        token_lifetime: api.token_lifetime,
+        max_body_bytes: api.max_body_size,
+        shards: config.shards.keys().cloned().collect(),
+        shard_policy: api.shard_placement,
+    };
+    let state = mailfold_api::ApiState::new(
+        directory.clone(),
+        metrics.clone(),
+        mailfold_store::Store::new(config.shards.clone()),
+        settings,
+        login_throttle(&config.auth),
+    );
+    let options = mailfold_api::ServerOptions {
+        tls,
+        limits: Arc::new(mailfold_net::ConnectionLimits::new(
+            api.max_connections,
+            api.max_connections_per_ip,
+        )),
+        request_timeout: api.request_timeout,
+    };
+    for address in &api.listen {
+        let listener = bind(address, "api").await?;
+        tracing::info!(role = "api", %address, tls = options.tls.is_some(), "listening");
+        let serve = mailfold_api::serve(
+            listener,
+            state.clone(),
+            options.clone(),
+            stopped(stopping.clone()),
+        );
+        roles.spawn(serve);
+    }
     Ok(())
 }
 

@@ -382,8 +382,14 @@ fn code_error(doing: &str, result: &LdapResult) -> Result<()> {
         0 => Ok(()),
         // noSuchObject, and noSuchAttribute for a value removal of a value that is not there.
         32 | 16 => Err(DirectoryError::NotFound),
-        // entryAlreadyExists, and constraintViolation from slapo-unique.
-        68 | 19 => Err(DirectoryError::Conflict(text())),
+        // entryAlreadyExists, and constraintViolation from slapo-unique. The server's text
+        // names DNs, which the message must not carry to a client.
+        68 | 19 => {
+            tracing::debug!(cause = %text(), "directory refused a duplicate");
+            Err(DirectoryError::Conflict(
+                "an entry of that name or one of its addresses exists already".into(),
+            ))
+        }
         // insufficientAccessRights, and authorizationDenied for a refused proxy (RFC 4370 §6).
         50 | 123 => Err(DirectoryError::Forbidden(text())),
         // Schema refusals: the directory and Mailfold disagree about the schema.

@@ -203,7 +203,9 @@ impl LdifBackend {
                 .keys()
                 .any(|other| other.parent().as_ref() == Some(&key))
             {
-                return Err(DirectoryError::Conflict(format!("{dn} has children")));
+                return Err(DirectoryError::Conflict(
+                    "the entry still has entries below it".into(),
+                ));
             }
             store.render_with(None, Some((&key, None)))
         };
@@ -248,10 +250,10 @@ impl Store {
             )));
         }
         if self.entries.contains_key(&dn) {
-            return Err(DirectoryError::Conflict(format!(
-                "{} already exists",
-                entry.dn
-            )));
+            // As the LDAP backend says it: the message may reach a client, a DN may not.
+            return Err(DirectoryError::Conflict(
+                "an entry of that name or one of its addresses exists already".into(),
+            ));
         }
         let parent_present = dn.parent().is_some_and(|p| self.entries.contains_key(&p));
         if dn != *base && !parent_present {
