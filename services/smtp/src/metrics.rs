@@ -8,6 +8,9 @@ use mailfold_telemetry::{MailMetrics, Metrics, Rejection};
 
 use crate::Mode;
 
+/// The `reason` values of `mailfold_delivery_failures_total`.
+const FAILURE_REASONS: [&str; 3] = ["quota", "unavailable", "other"];
+
 /// Counters of the SMTP roles.
 #[derive(Clone)]
 pub struct SmtpMetrics {
@@ -75,10 +78,13 @@ impl SmtpMetrics {
         ] {
             let _ = registry.register(Box::new(counter.clone()));
         }
-        // Every role's series exist from the start, at zero.
+        // Every role's and failure reason's series exist from the start, at zero.
         for mode in [Mode::Mx, Mode::Submission, Mode::Lmtp] {
             let _ = smtp.connections.with_label_values(&[role(mode)]);
             let _ = smtp.sessions.with_label_values(&[role(mode)]);
+        }
+        for reason in FAILURE_REASONS {
+            let _ = smtp.delivery_failures.with_label_values(&[reason]);
         }
         smtp
     }
@@ -117,10 +123,11 @@ impl SmtpMetrics {
     /// A copy that could not be written, with the store's answer (`None`: the delivery task
     /// itself failed).
     pub(crate) fn delivery_failed(&self, result: Option<&Result<(), StoreError>>) {
+        let [quota, unavailable, other] = FAILURE_REASONS;
         let reason = match result {
-            Some(Err(StoreError::OverQuota { .. })) => "quota",
-            Some(Err(StoreError::Unavailable(_) | StoreError::UnknownShard(_))) => "unavailable",
-            _ => "other",
+            Some(Err(StoreError::OverQuota { .. })) => quota,
+            Some(Err(StoreError::Unavailable(_) | StoreError::UnknownShard(_))) => unavailable,
+            _ => other,
         };
         self.delivery_failures.with_label_values(&[reason]).inc();
     }
