@@ -6,7 +6,7 @@
 //! Every count is a difference between a scrape before and one after, so connections the
 //! harness makes while waiting for the listeners do not matter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,29 @@ fn mailgraph_counters_move_by_exactly_the_mail_sent_and_promtool_accepts_the_pag
     // The session counts a command once its reply is out: QUIT waits for the count.
     client.expect("QUIT", "221");
 
+    // POP3 with curl: alice fetches her first message, then deletes it.
+    let mailbox = format!("pop3://127.0.0.1:{}/", server.pop3);
+    let login = [
+        "--silent",
+        "--show-error",
+        "--user",
+        "alice@acme.test:alice-pw",
+    ];
+    let fetched = Command::new("curl")
+        .args(login)
+        .arg(format!("{mailbox}1"))
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&fetched.stdout);
+    assert!(text.contains("Subject: counted"), "RETR 1 gave {text}");
+    let deleted = Command::new("curl")
+        .args(login)
+        .args(["--request", "DELE 1", "--head"])
+        .arg(&mailbox)
+        .status()
+        .expect("running curl");
+    assert!(deleted.success(), "DELE 1: {deleted}");
+
     server.promtool_check();
     let after = server.scrape();
     let moved = |name: &str, labels: &[(&str, &str)]| after.delta(&before, name, labels);
@@ -149,7 +172,84 @@ fn mailgraph_counters_move_by_exactly_the_mail_sent_and_promtool_accepts_the_pag
     ] {
         assert_eq!(moved("mailfold_delivery_failures_total", &labels), 0.0);
     }
+    assert_eq!(moved("mailfold_pop3_sessions_total", &[]), 2.0);
+    assert_eq!(moved("mailfold_pop3_logins_total", &logins), 2.0);
+    assert_eq!(moved("mailfold_pop3_retrieved_messages_total", &acme), 1.0);
+    assert!(moved("mailfold_pop3_retrieved_bytes_total", &acme) > 100.0);
+    assert_eq!(moved("mailfold_pop3_deleted_messages_total", &acme), 1.0);
+    let retr = [("command", "RETR"), ("result", "ok")];
+    assert_eq!(moved("mailfold_pop3_commands_total", &retr), 1.0);
+    let pop3_logins = [("service", "pop3"), ("result", "success")];
+    assert_eq!(moved("mailfold_auth_attempts_total", &pop3_logins), 2.0);
     assert_eq!(after.value("mailfold_up", &[]), Some(1.0));
+
+    // With mail counted every family is on the page: docs/metrics.md must describe each.
+    docs_describe_the_page(&after);
+}
+
+/// Every family on the page is named in docs/metrics.md, and every PromQL line there parses
+/// (`promtool check rules`) and reads only families the page has.
+fn docs_describe_the_page(page: &Scrape) {
+    let docs = std::fs::read_to_string(repo_root().join("docs/metrics.md")).unwrap();
+    for family in &page.families {
+        assert!(
+            docs.contains(&format!("`{family}`")),
+            "docs/metrics.md does not describe {family}"
+        );
+    }
+
+    let mut queries = Vec::new();
+    let mut in_promql = false;
+    for line in docs.lines() {
+        match line.trim() {
+            "```promql" => in_promql = true,
+            "```" => in_promql = false,
+            query if in_promql && !query.is_empty() => queries.push(query.to_string()),
+            _ => {}
+        }
+    }
+    assert!(
+        queries.len() >= 6,
+        "the mailgraph queries are gone: {queries:?}"
+    );
+    for query in &queries {
+        for name in query
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("mailfold_"))
+        {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| page.families.contains(*base))
+                .unwrap_or(name);
+            assert!(
+                page.families.contains(family),
+                "docs/metrics.md queries {name}, which the page does not have: {query}"
+            );
+        }
+    }
+
+    // One recording rule per query: promtool parses each expression as Prometheus would.
+    let folder = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: docs\n    rules:\n");
+    for (index, query) in queries.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: mailfold:docs_query_{index}\n        expr: {query:?}\n"
+        ));
+    }
+    let file = folder.path().join("docs-rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let output = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("running promtool (tests/install-deps.sh installs prometheus)");
+    assert!(
+        output.status.success(),
+        "a docs/metrics.md query does not parse:\n{}{}\n{rules}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -234,6 +334,7 @@ struct Mailfold {
     mx: u16,
     submission: u16,
     lmtp: u16,
+    pop3: u16,
     server: Server,
     _slapd: Option<Slapd>,
 }
@@ -259,12 +360,13 @@ impl Mailfold {
             mx: ports[1],
             submission: ports[2],
             lmtp: ports[4],
+            pop3: ports[5],
             server,
             _slapd: slapd,
         };
-        // The api role answers before the SMTP listeners are bound: wait for each greeting.
+        // The api role answers before the mail listeners are bound: wait for each greeting.
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [server.mx, server.submission, server.lmtp] {
+        for port in [server.mx, server.submission, server.lmtp, server.pop3] {
             while !greets(port) {
                 assert!(
                     Instant::now() < deadline,
@@ -366,13 +468,15 @@ fn distinct_ports() -> [u16; 7] {
     [0, 1, 2, 3, 4, 5, 6].map(|i| ports[i])
 }
 
+/// Whether `port` greets like an SMTP (`220`) or POP3 (`+OK`) server.
 fn greets(port: u16) -> bool {
     let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("220")
+    BufReader::new(stream).read_line(&mut line).is_ok()
+        && (line.starts_with("220") || line.starts_with("+OK"))
 }
 
 /// examples/quickstart.toml with every fixed port swapped, state and seed in the test's
@@ -421,16 +525,23 @@ fn write_config(
 
 // --- the exposition format, read back ---
 
-/// One scrape: each sample by name and its sorted labels.
+/// One scrape: each sample by name and its sorted labels, and the families' names.
 struct Scrape {
     samples: BTreeMap<(String, Vec<(String, String)>), f64>,
+    families: BTreeSet<String>,
 }
 
 impl Scrape {
-    /// The samples of a text-format page; comment lines are skipped.
+    /// The samples and `# TYPE` lines of a text-format page.
     fn parse(text: &str) -> Scrape {
         let mut samples = BTreeMap::new();
+        let mut families = BTreeSet::new();
         for line in text.lines() {
+            if let Some(declared) = line.strip_prefix("# TYPE ") {
+                let name = declared.split(' ').next().unwrap_or_default();
+                families.insert(name.to_string());
+                continue;
+            }
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
@@ -442,7 +553,7 @@ impl Scrape {
             };
             samples.insert((name.to_string(), labels), value);
         }
-        Scrape { samples }
+        Scrape { samples, families }
     }
 
     /// The sample with exactly these labels.
