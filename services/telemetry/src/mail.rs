@@ -9,6 +9,20 @@
 //! A tenant's series all appear at zero the first time the tenant is seen, and the
 //! `tenant="none"` rejections at start, so `rate()` has a series to work on before the first
 //! event of its kind.
+//!
+//! A role keeps a clone and counts with the tenant of the mailbox concerned (for sent and
+//! bounced mail, the sender's):
+//!
+//! ```
+//! let metrics = mailfold_telemetry::Metrics::with_max_tenants(100);
+//! let mail = metrics.mail().clone();
+//! mail.sent("acme"); // the next hop answered 250 for the message
+//! mail.bounced("acme"); // the queue gave up and bounced it to its sender
+//! assert!(metrics.render().contains("mailfold_messages_sent_total{tenant=\"acme\"} 1"));
+//! ```
+
+// TODO: quota usage is not exported (per mailbox it would put an address in a label); a
+// per-tenant gauge can come once the store keeps a running total per tenant.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
