@@ -9,9 +9,11 @@
 #   postfix             smtp-source, the SMTP load generator of the SMTP suite; installed with
 #                       "No configuration", so no Postfix service is set up or started
 #   fetchmail           a real POP3 fetcher for the pop3 suite
+#   prometheus          promtool, which lints /metrics in the metrics suite; its server is not
+#                       started (see policy-rc.d below) and no suite runs it
 set -euo pipefail
 
-packages=(slapd ldap-utils openssl curl dovecot-core dovecot-imapd fetchmail swaks postfix)
+packages=(slapd ldap-utils openssl curl dovecot-core dovecot-imapd fetchmail swaks postfix prometheus)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -32,5 +34,13 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 $sudo apt-get update -qq
 # Postfix is only wanted for smtp-source: no mail system of its own.
 echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+# Package scripts must start no daemon (prometheus and postfix would): where the machine has no
+# policy-rc.d of its own, one that refuses every start is put in place for this install.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 # slapd's package scripts would otherwise ask for an admin password.
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

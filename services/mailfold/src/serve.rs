@@ -35,7 +35,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state folder {}", config.state_dir.display()))?;
     create_local_shards(&config)?;
-    let metrics = Metrics::new();
+    // One registry and one set of mailgraph series for every role, capped once.
+    let metrics = Metrics::with_max_tenants(config.metrics.max_tenants);
     let directory = Arc::new(
         Directory::open(&config.directory, metrics.registry()).context("opening the directory")?,
     );
@@ -171,7 +172,7 @@ async fn start_pop3(
     let services = Arc::new(mailfold_pop3::Services {
         directory: directory.clone(),
         store: Arc::new(mailfold_store::Store::new(config.shards.clone())),
-        metrics: mailfold_pop3::Pop3Metrics::new(metrics.registry(), config.metrics.max_tenants),
+        metrics: mailfold_pop3::Pop3Metrics::new(metrics),
         throttle: Arc::new(login_throttle(&config.auth)),
         limits: Arc::new(ConnectionLimits::new(
             pop3.max_connections,
@@ -218,7 +219,7 @@ async fn start_smtp(
         store: Arc::new(mailfold_store::Store::new(config.shards.clone())),
         spool_dir: config.state_dir.join("spool"),
         hostname: smtp.hostname.clone(),
-        metrics: mailfold_smtp::SmtpMetrics::new(metrics.registry(), config.metrics.max_tenants),
+        metrics: mailfold_smtp::SmtpMetrics::new(metrics),
         throttle: Arc::new(login_throttle(&config.auth)),
         limits: Arc::new(ConnectionLimits::new(
             smtp.max_connections,

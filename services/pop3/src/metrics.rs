@@ -1,8 +1,8 @@
 //! The POP3 role's Prometheus series.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
-use mailfold_telemetry::TenantLabels;
+use mailfold_telemetry::{Metrics, TenantLabels};
 
 /// Counters of the POP3 role.
 #[derive(Clone)]
@@ -18,13 +18,14 @@ pub struct Pop3Metrics {
 }
 
 impl Pop3Metrics {
-    /// Registers the series in `registry`; tenants beyond `max_tenants` are labelled `other`.
-    pub fn new(registry: &Registry, max_tenants: usize) -> Pop3Metrics {
+    /// Registers the series in `metrics`' registry, with its tenant labels (and their cap).
+    pub fn new(metrics: &Metrics) -> Pop3Metrics {
+        let registry = metrics.registry();
         // Constant names and labels: the definitions cannot be invalid.
         let vec = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter definition")
         };
-        let metrics = Pop3Metrics {
+        let pop3 = Pop3Metrics {
             connections: IntGauge::new("mailfold_pop3_connections", "Open POP3 connections.")
                 .expect("valid gauge definition"),
             sessions: IntCounter::new(
@@ -57,20 +58,20 @@ impl Pop3Metrics {
                 "Messages removed at QUIT.",
                 &["tenant"],
             ),
-            tenants: TenantLabels::new(max_tenants),
+            tenants: metrics.tenants().clone(),
         };
-        let _ = registry.register(Box::new(metrics.connections.clone()));
-        let _ = registry.register(Box::new(metrics.sessions.clone()));
+        let _ = registry.register(Box::new(pop3.connections.clone()));
+        let _ = registry.register(Box::new(pop3.sessions.clone()));
         for counter in [
-            &metrics.logins,
-            &metrics.commands,
-            &metrics.retrieved_messages,
-            &metrics.retrieved_bytes,
-            &metrics.deleted,
+            &pop3.logins,
+            &pop3.commands,
+            &pop3.retrieved_messages,
+            &pop3.retrieved_bytes,
+            &pop3.deleted,
         ] {
             let _ = registry.register(Box::new(counter.clone()));
         }
-        metrics
+        pop3
     }
 
     pub(crate) fn connection_opened(&self) {

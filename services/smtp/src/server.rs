@@ -36,11 +36,11 @@ pub async fn serve_lmtp_unix(
     mailfold_net::server::serve_unix(listener, options, stopping, move |stream, peer| {
         let services = services.clone();
         async move {
-            services.metrics.connection(true);
+            services.metrics.connection_opened(Mode::Lmtp);
             let result = Session::new(services.clone(), Mode::Lmtp, peer, stream)
                 .run()
                 .await;
-            services.metrics.connection(false);
+            services.metrics.connection_closed(Mode::Lmtp);
             result
         }
     })
@@ -64,11 +64,11 @@ pub async fn serve(
         move |stream, peer| {
             let services = services.clone();
             async move {
-                services.metrics.connection(true);
+                services.metrics.connection_opened(mode);
                 let result = Session::new(services.clone(), mode, peer, stream)
                     .run()
                     .await;
-                services.metrics.connection(false);
+                services.metrics.connection_closed(mode);
                 result
             }
         },

@@ -6,11 +6,26 @@
 //!   a level or an `EnvFilter` directive (`RUST_LOG` overrides the configuration).
 //! - [`Metrics`]: the process's Prometheus registry, which each role registers its series in,
 //!   and [`Metrics::render`] for `/metrics`.
+//! - [`mail`]: [`MailMetrics`], the mailgraph series (received, delivered, sent, bounced,
+//!   rejected, spam, virus by tenant) that every role counts into, one set per process.
+//! - [`TenantLabels`]: the capped `tenant` label values.
 //!
-//! Series are named `mailfold_<area>_<what>_<unit>`, counters end in `_total`.
+//! # Invariants
+//!
+//! - Series are named `mailfold_<area>_<what>_<unit>` in base units, counters end in
+//!   `_total`; docs/metrics.md lists every one.
+//! - No label value comes from what a client sends unchecked: tenants are capped, every other
+//!   label is a fixed set (no user names, addresses or IPs).
+
+pub mod mail;
 
 use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
+
+pub use mail::{MailMetrics, NO_TENANT, Rejection};
+
+/// Distinct tenant labels when nothing else is configured (`[metrics] max_tenants`).
+pub const DEFAULT_MAX_TENANTS: usize = 1000;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,27 +78,45 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), TelemetryErro
     Ok(())
 }
 
-/// The process's metrics registry.
+/// The process's metrics registry, with its one set of mailgraph series.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    mail: MailMetrics,
 }
 
 impl Metrics {
-    /// A registry with `mailfold_up` set to 1, so a scrape always has a series to see.
+    /// A registry with `mailfold_up` set to 1, so a scrape always has a series to see, and the
+    /// mailgraph series capped at [`DEFAULT_MAX_TENANTS`].
     pub fn new() -> Metrics {
+        Metrics::with_max_tenants(DEFAULT_MAX_TENANTS)
+    }
+
+    /// Like [`Metrics::new`], with at most `max_tenants` distinct tenant labels.
+    pub fn with_max_tenants(max_tenants: usize) -> Metrics {
         let registry = Registry::new();
         // A constant name and help text: the definition cannot be invalid.
         let up = IntGauge::with_opts(Opts::new("mailfold_up", "1 while the process runs."))
             .expect("valid gauge definition");
         up.set(1);
         let _ = registry.register(Box::new(up));
-        Metrics { registry }
+        let mail = MailMetrics::new(&registry, TenantLabels::new(max_tenants));
+        Metrics { registry, mail }
     }
 
     /// The registry, for roles to register their series in.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The mailgraph series; clone it into whatever counts mail.
+    pub fn mail(&self) -> &MailMetrics {
+        &self.mail
+    }
+
+    /// The tenant labels every tenant-labelled series shares, so one cap holds for all.
+    pub fn tenants(&self) -> &TenantLabels {
+        self.mail.tenants()
     }
 
     /// Every series in the Prometheus text exposition format.

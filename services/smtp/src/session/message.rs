@@ -6,7 +6,7 @@ use mailfold_directory::Mailbox;
 use mailfold_store::{QuotaLimit, Recipient, StoreError};
 
 use super::transaction::reject_reason;
-use super::{DATA_TIMEOUT, Session, Transaction};
+use super::{DATA_TIMEOUT, Session};
 use crate::Mode;
 use crate::codec::{Reply, ReversePath};
 use crate::data::{self, Received, Refusal};
@@ -61,12 +61,7 @@ impl Session {
                 std::io::ErrorKind::UnexpectedEof,
                 "closed in DATA",
             )),
-            Received::Refused(refusal) => {
-                self.transaction = Transaction::default();
-                let reply = refusal_reply(refusal);
-                self.services.metrics.rejected(reject_reason(&reply));
-                self.send(&reply).await
-            }
+            Received::Refused(refusal) => self.refuse_message(refusal).await,
             Received::Complete(_) => self.deliver(spool).await,
         }
     }
@@ -105,8 +100,7 @@ impl Session {
                 .await;
         }
         if let Some(refusal) = self.transaction.bdat_refusal.take() {
-            self.transaction = Transaction::default();
-            return self.send(&refusal_reply(refusal)).await;
+            return self.refuse_message(refusal).await;
         }
         match spool {
             Some(spool) => self.deliver(spool).await,
@@ -115,6 +109,18 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// Refuses the message of the transaction, counted once per recipient tenant, and ends
+    /// the transaction.
+    async fn refuse_message(&mut self, refusal: Refusal) -> std::io::Result<()> {
+        let transaction = std::mem::take(&mut self.transaction);
+        let reply = refusal_reply(refusal);
+        let reason = reject_reason(&reply);
+        for tenant in tenants(transaction.recipients.iter().map(|r| &r.mailbox)) {
+            self.services.metrics.rejected(Some(tenant), reason);
+        }
+        self.send(&reply).await
     }
 
     pub(super) async fn read_chunk(
@@ -275,16 +281,18 @@ impl Session {
                 None => Err("delivery task failed".to_string()),
             })
             .collect();
-        for (recipient, result) in transaction.recipients.iter().zip(&outcome) {
+        for (index, (recipient, result)) in transaction.recipients.iter().zip(&outcome).enumerate()
+        {
             match result {
                 Ok(()) => {
                     tracing::info!(recipient = %recipient.mailbox.address, "delivered");
                     self.services
                         .metrics
-                        .received(&recipient.mailbox.tenant, size);
+                        .delivered(&recipient.mailbox.tenant, size);
                 }
                 Err(cause) => {
-                    tracing::warn!(recipient = %recipient.mailbox.address, %cause, "delivery failed")
+                    tracing::warn!(recipient = %recipient.mailbox.address, %cause, "delivery failed");
+                    self.services.metrics.delivery_failed(results.get(index));
                 }
             }
         }
@@ -299,6 +307,17 @@ impl Session {
                     .zip(&outcome)
                     .any(|(recipient, result)| recipient.mailbox.id == *id && result.is_ok())
             };
+            let accepted: Vec<&Vec<String>> = transaction
+                .rcpts
+                .iter()
+                .filter(|ids| ids.iter().all(delivered))
+                .collect();
+            let mailboxes = transaction.recipients.iter().map(|r| &r.mailbox);
+            let accepted_mailboxes =
+                mailboxes.filter(|m| accepted.iter().any(|ids| ids.contains(&m.id)));
+            for tenant in tenants(accepted_mailboxes) {
+                self.services.metrics.received(tenant);
+            }
             for ids in &transaction.rcpts {
                 let reply = if ids.iter().all(delivered) {
                     Reply::ok((2, 0, 0), "delivered")
@@ -312,6 +331,9 @@ impl Session {
         // One reply for all: any failure makes the client retry the whole message. A copy
         // already delivered may then arrive twice, which is better than losing one.
         if outcome.iter().all(Result::is_ok) {
+            for tenant in tenants(transaction.recipients.iter().map(|r| &r.mailbox)) {
+                self.services.metrics.received(tenant);
+            }
             self.send(&Reply::ok((2, 0, 0), "message accepted")).await
         } else {
             self.send(&Reply::new(
@@ -322,6 +344,18 @@ impl Session {
             .await
         }
     }
+}
+
+/// The distinct tenants of `mailboxes`, in first-seen order: the mailgraph counts a message
+/// once per recipient tenant.
+fn tenants<'m>(mailboxes: impl Iterator<Item = &'m Mailbox>) -> Vec<&'m str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for mailbox in mailboxes {
+        if !seen.contains(&mailbox.tenant.as_str()) {
+            seen.push(&mailbox.tenant);
+        }
+    }
+    seen
 }
 
 fn refusal_reply(refusal: Refusal) -> Reply {

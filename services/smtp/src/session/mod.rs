@@ -64,6 +64,8 @@ pub struct Session {
     user: Option<Mailbox>,
     transaction: Transaction,
     errors: usize,
+    /// The highest reply code sent for the command being handled: its `result` label.
+    worst_reply: u16,
 }
 
 enum Next {
@@ -85,6 +87,7 @@ impl Session {
             user: None,
             transaction: Transaction::default(),
             errors: 0,
+            worst_reply: 0,
         }
     }
 
@@ -101,6 +104,7 @@ impl Session {
     }
 
     async fn send(&mut self, reply: &Reply) -> std::io::Result<()> {
+        self.worst_reply = self.worst_reply.max(reply.code);
         let wire = reply.to_wire();
         let stream = self.io().inner_mut();
         stream.write_all(wire.as_bytes()).await?;
@@ -137,6 +141,7 @@ impl Session {
                 Ok(Err(error)) => return Err(error),
                 Ok(Ok(Line::Eof)) => return Ok(()),
                 Ok(Ok(Line::TooLong)) => {
+                    self.services.metrics.command("unknown", false);
                     // RFC 5321 §4.5.3.1.4 and §4.2.2: 500 for a line too long.
                     self.error(Reply::new(500, Some((5, 5, 2)), "line too long"))
                         .await?;
@@ -156,12 +161,15 @@ impl Session {
             let next = match codec::parse(&bytes, utf8) {
                 Ok(command) => {
                     let verb = command.verb();
-                    let errors = self.errors;
+                    self.worst_reply = 0;
                     let next = self.dispatch(command).await?;
-                    self.services.metrics.command(verb, self.errors == errors);
+                    // A command succeeded when none of its replies was a 4xx or 5xx (an LMTP
+                    // DATA has one per recipient).
+                    self.services.metrics.command(verb, self.worst_reply < 400);
                     next
                 }
                 Err(error) => {
+                    self.services.metrics.command("unknown", false);
                     self.error(error.reply()).await?;
                     Next::Continue
                 }

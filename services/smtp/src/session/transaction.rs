@@ -3,6 +3,7 @@
 
 use mailfold_directory::{Mailbox, Resolution, Service};
 use mailfold_store::{QuotaLimit, StoreError};
+use mailfold_telemetry::Rejection;
 
 use super::{Accepted, MAX_RECIPIENTS, Session, Transaction};
 use crate::Mode;
@@ -26,6 +27,7 @@ impl Session {
         }
         if self.mode == Mode::Submission {
             let Some(user) = &self.user else {
+                self.services.metrics.rejected(None, Rejection::Policy);
                 return self
                     .error(Reply::new(530, Some((5, 7, 0)), "authentication required"))
                     .await;
@@ -38,6 +40,8 @@ impl Session {
                 }
             };
             if !owned {
+                let tenant = Some(user.tenant.as_str());
+                self.services.metrics.rejected(tenant, Rejection::Policy);
                 return self
                     .error(Reply::new(
                         553,
@@ -53,6 +57,8 @@ impl Session {
             .size
             .is_some_and(|size| limit > 0 && size > limit)
         {
+            let tenant = self.user.as_ref().map(|u| u.tenant.as_str());
+            self.services.metrics.rejected(tenant, Rejection::Size);
             return self
                 .error(Reply::new(552, Some((5, 3, 4)), "message too big"))
                 .await;
@@ -72,6 +78,7 @@ impl Session {
                 .await;
         }
         if self.transaction.rcpts.len() >= MAX_RECIPIENTS {
+            self.services.metrics.rejected(None, Rejection::Temporary);
             return self
                 .send(&Reply::new(452, Some((4, 5, 3)), "too many recipients"))
                 .await;
@@ -110,7 +117,7 @@ impl Session {
             }
             // RFC 5321 §4.5.1: <Postmaster> must be accepted. A postmaster address that is not
             // local is a configuration mistake: mail for it waits while an operator fixes it.
-            Err(reply) if postmaster && reply.code >= 500 => {
+            Err(Refused { reply, .. }) if postmaster && reply.code >= 500 => {
                 tracing::error!(postmaster = %address, "[smtp] postmaster does not reach a local mailbox");
                 self.send(&Reply::new(
                     451,
@@ -119,8 +126,9 @@ impl Session {
                 ))
                 .await
             }
-            Err(reply) => {
-                self.services.metrics.rejected(reject_reason(&reply));
+            Err(Refused { reply, tenant }) => {
+                let reason = reject_reason(&reply);
+                self.services.metrics.rejected(tenant.as_deref(), reason);
                 self.send(&reply).await
             }
         }
@@ -131,59 +139,62 @@ impl Session {
         &self,
         address: &str,
         size: u64,
-    ) -> Result<Vec<Mailbox>, Reply> {
+    ) -> Result<Vec<Mailbox>, Refused> {
         let temporary = || Reply::new(451, Some((4, 3, 0)), "temporary failure, try again later");
         let resolution = match self.services.directory.resolve_recipient(address).await {
             Ok(resolution) => resolution,
-            Err(error) if error.is_temporary() => return Err(temporary()),
+            Err(error) if error.is_temporary() => return Err(Refused::new(temporary(), None)),
             Err(_) => {
-                return Err(Reply::new(
-                    501,
-                    Some((5, 1, 3)),
-                    "bad recipient address syntax",
-                ));
+                let reply = Reply::new(501, Some((5, 1, 3)), "bad recipient address syntax");
+                return Err(Refused::new(reply, None));
             }
         };
         let (mailboxes, external) = match resolution {
             // RFC 5321 §3.6.2: only local domains; no relaying without authentication.
             Resolution::NotLocal => {
-                return Err(Reply::new(550, Some((5, 7, 1)), "relay access denied"));
+                let reply = Reply::new(550, Some((5, 7, 1)), "relay access denied");
+                return Err(Refused::new(reply, None));
             }
-            Resolution::Unknown => return Err(Reply::new(550, Some((5, 1, 1)), "no such user")),
+            Resolution::Unknown => {
+                let reply = Reply::new(550, Some((5, 1, 1)), "no such user");
+                return Err(Refused::new(reply, self.domain_tenant(address).await));
+            }
             Resolution::Inactive { .. } => {
-                return Err(Reply::new(550, Some((5, 2, 1)), "mailbox disabled"));
+                let reply = Reply::new(550, Some((5, 2, 1)), "mailbox disabled");
+                return Err(Refused::new(reply, self.domain_tenant(address).await));
             }
             Resolution::Mailbox(mailbox) => {
                 if !mailbox.allows(Service::Deliver) {
-                    return Err(Reply::new(550, Some((5, 2, 1)), "mailbox disabled"));
+                    let reply = Reply::new(550, Some((5, 2, 1)), "mailbox disabled");
+                    return Err(Refused::new(reply, Some(mailbox.tenant)));
                 }
                 (vec![mailbox], false)
             }
             Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion } => {
                 if expansion.mailboxes.is_empty() && expansion.external.is_empty() {
-                    return Err(Reply::new(550, Some((5, 1, 1)), "no such user"));
+                    let reply = Reply::new(550, Some((5, 1, 1)), "no such user");
+                    return Err(Refused::new(reply, self.domain_tenant(address).await));
                 }
                 (expansion.mailboxes, !expansion.external.is_empty())
             }
         };
+        let tenant = |mailbox: &Mailbox| Some(mailbox.tenant.clone());
         // TODO: forwarding to other hosts needs the outbound queue (its own issue); until then
         // a recipient that would forward waits (4xx) rather than losing the forwarded copy.
         if external || mailboxes.iter().any(|m| !m.forward.is_empty()) {
-            return Err(Reply::new(
+            let reply = Reply::new(
                 451,
                 Some((4, 3, 2)),
                 "forwarding to other hosts is not available yet",
-            ));
+            );
+            return Err(Refused::new(reply, mailboxes.first().and_then(tenant)));
         }
 
         for mailbox in &mailboxes {
             // RFC 1870: the recipient's own limit, before the body is sent.
             if mailbox.max_message_size > 0 && size > mailbox.max_message_size {
-                return Err(Reply::new(
-                    552,
-                    Some((5, 3, 4)),
-                    "message too big for the recipient",
-                ));
+                let reply = Reply::new(552, Some((5, 3, 4)), "message too big for the recipient");
+                return Err(Refused::new(reply, tenant(mailbox)));
             }
             let quota = QuotaLimit {
                 bytes: mailbox.quota_bytes,
@@ -194,35 +205,77 @@ impl Session {
                 .store
                 .mailbox(&mailbox.shard, &mailbox.store, quota)
                 .and_then(|m| m.check_fits(size));
-            match check {
-                Ok(()) => {}
+            let reply = match check {
+                Ok(()) => continue,
                 Err(StoreError::OverQuota { permanent: true }) => {
-                    return Err(Reply::new(552, Some((5, 2, 2)), "mailbox full"));
+                    Reply::new(552, Some((5, 2, 2)), "mailbox full")
                 }
                 // RFC 3463 X.2.2: mailbox full, temporarily.
                 Err(StoreError::OverQuota { permanent: false }) => {
-                    return Err(Reply::new(452, Some((4, 2, 2)), "mailbox full"));
+                    Reply::new(452, Some((4, 2, 2)), "mailbox full")
                 }
                 Err(error) => {
                     tracing::warn!(cause = %error, "checking a recipient's mailbox");
-                    return Err(temporary());
+                    temporary()
                 }
-            }
+            };
+            return Err(Refused::new(reply, tenant(mailbox)));
         }
         Ok(mailboxes)
     }
+
+    /// The tenant of the local domain of `address`, for a refusal that found no entry. The
+    /// domain was just resolved, so this is normally a cache hit; `None` when it cannot say.
+    async fn domain_tenant(&self, address: &str) -> Option<String> {
+        let (_, domain) = address.rsplit_once('@')?;
+        let resolution = self.services.directory.resolve_domain(domain).await.ok()?;
+        resolution.local().map(|local| local.tenant.id.clone())
+    }
 }
 
-/// The `reason` label of a rejection.
-pub(super) fn reject_reason(reply: &Reply) -> &'static str {
+/// A refused recipient: the reply, and the tenant it would have belonged to, when known.
+pub(super) struct Refused {
+    reply: Reply,
+    tenant: Option<String>,
+}
+
+impl Refused {
+    fn new(reply: Reply, tenant: Option<String>) -> Refused {
+        Refused { reply, tenant }
+    }
+}
+
+/// The `reason` label of a refusal, from the reply that carries it.
+pub(super) fn reject_reason(reply: &Reply) -> Rejection {
     match (reply.code, reply.status) {
-        (550, Some((5, 7, 1))) => "relay",
-        (550, Some((5, 1, 1))) => "unknown_user",
-        (550, Some((5, 2, 1))) => "disabled",
-        (_, Some((_, 2, 2))) => "quota",
-        (552, _) => "size",
-        (550, Some((5, 6, 0))) => "bare_line_ending",
-        (code, _) if code >= 500 => "other",
-        _ => "temporary",
+        (550, Some((5, 7, 1))) => Rejection::Relay,
+        (550, Some((5, 1, 1))) => Rejection::UnknownUser,
+        (550, Some((5, 2, 1))) => Rejection::Disabled,
+        (_, Some((_, 2, 2))) => Rejection::Quota,
+        (552, _) => Rejection::Size,
+        (550, Some((5, 6, 0))) => Rejection::BareLineEnding,
+        (530, _) | (553, Some((5, 7, 1))) => Rejection::Policy,
+        (code, _) if code >= 500 => Rejection::Other,
+        _ => Rejection::Temporary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_reply_maps_to_its_documented_reason() {
+        let reason = |code, status| reject_reason(&Reply::new(code, Some(status), "x"));
+        assert_eq!(reason(550, (5, 7, 1)), Rejection::Relay);
+        assert_eq!(reason(550, (5, 1, 1)), Rejection::UnknownUser);
+        assert_eq!(reason(550, (5, 2, 1)), Rejection::Disabled);
+        assert_eq!(reason(452, (4, 2, 2)), Rejection::Quota);
+        assert_eq!(reason(552, (5, 2, 2)), Rejection::Quota);
+        assert_eq!(reason(552, (5, 3, 4)), Rejection::Size);
+        assert_eq!(reason(550, (5, 6, 0)), Rejection::BareLineEnding);
+        assert_eq!(reason(553, (5, 7, 1)), Rejection::Policy);
+        assert_eq!(reason(501, (5, 1, 3)), Rejection::Other);
+        assert_eq!(reason(451, (4, 3, 0)), Rejection::Temporary);
     }
 }
