@@ -70,6 +70,12 @@ impl Server {
     /// Starts `mailfold serve --config CONFIG` and waits until `ready_url` answers, for at most
     /// 20 seconds.
     pub fn start(config: &Path, log: PathBuf, ready_url: &str) -> Server {
+        Server::start_when(config, log, || curl(ready_url).is_some())
+    }
+
+    /// Like [`Server::start`], with readiness decided by `ready` (for listeners `curl`
+    /// cannot reach without options, such as HTTPS with a test certificate).
+    pub fn start_when(config: &Path, log: PathBuf, ready: impl Fn() -> bool) -> Server {
         let stderr = std::fs::File::create(&log).expect("creating server log");
         let child = Command::new(mailfold_binary())
             .args(["serve", "--config"])
@@ -84,7 +90,7 @@ impl Server {
         };
 
         let deadline = Instant::now() + Duration::from_secs(20);
-        while curl(ready_url).is_none() {
+        while !ready() {
             if let Some(status) = server
                 .child
                 .as_mut()

@@ -1067,7 +1067,11 @@ mailfoldMailShard: shard1
     fn tenant_admin_writes_its_own_aliases_and_nothing_else() {
         let (slapd, _fixtures) = two_tenants();
         slapd
-            .ldap_modify_as(JANE_DN, "jane-secret", &alias("helpdesk", &["helpdesk@acme.test"]))
+            .ldap_modify_as(
+                JANE_DN,
+                "jane-secret",
+                &alias("helpdesk", &["helpdesk@acme.test"]),
+            )
             .expect("jane may add an alias in acme");
         let acme_alias = format!("mail=info@acme.test,{ACME_ALIASES}");
         slapd

@@ -46,7 +46,10 @@ async fn administrators_log_in_by_mail_or_login_at_tenant(kind: Kind) {
         .authenticate_admin("jane@acme.test", "jane-pw")
         .await
         .unwrap();
-    assert_eq!((by_mail.tenant.as_str(), by_mail.login.as_str()), ("acme", "jane"));
+    assert_eq!(
+        (by_mail.tenant.as_str(), by_mail.login.as_str()),
+        ("acme", "jane")
+    );
     assert_eq!(by_mail.scope, AdminScope::AllDomains);
 
     let by_login = dir
@@ -94,7 +97,10 @@ async fn inactive_administrators_and_tenants_without_api_are_refused(kind: Kind)
         )
         .await
         .unwrap();
-    let suspended = dir.directory.authenticate_admin("jane@acme", "jane-pw").await;
+    let suspended = dir
+        .directory
+        .authenticate_admin("jane@acme", "jane-pw")
+        .await;
     assert_eq!(
         suspended,
         Err(LoginFailure::Refused(Refusal::Inactive(Status::Suspended)))
@@ -109,10 +115,15 @@ async fn inactive_administrators_and_tenants_without_api_are_refused(kind: Kind)
         ..Default::default()
     };
     dir.directory.update_tenant("globex", update).await.unwrap();
-    let refused = dir.directory.authenticate_admin("gina@globex", "gina-pw").await;
+    let refused = dir
+        .directory
+        .authenticate_admin("gina@globex", "gina-pw")
+        .await;
     assert_eq!(
         refused,
-        Err(LoginFailure::Refused(Refusal::ServiceNotEnabled(Service::Api)))
+        Err(LoginFailure::Refused(Refusal::ServiceNotEnabled(
+            Service::Api
+        )))
     );
 }
 
@@ -134,7 +145,10 @@ async fn tokens_are_checked_and_revocable(kind: Kind) {
         .await
         .unwrap();
     assert_ne!(issued.token, second.token);
-    assert_eq!(dir.directory.authenticate_token(&issued.token).await, Ok(jane.clone()));
+    assert_eq!(
+        dir.directory.authenticate_token(&issued.token).await,
+        Ok(jane.clone())
+    );
 
     // A changed character, another admin's name on the secret, and garbage are all refused.
     let mut tampered = issued.token.clone();
@@ -142,14 +156,36 @@ async fn tokens_are_checked_and_revocable(kind: Kind) {
     tampered.push(if last == 'A' { 'B' } else { 'A' });
     let parts: Vec<&str> = issued.token.split('.').collect();
     let renamed = format!("mf1.{}.{}.{}", parts[1], "Z2luYQ", parts[3]);
-    for bad in [tampered.as_str(), renamed.as_str(), "mf1.x", "", "Basic abc"] {
+    for bad in [
+        tampered.as_str(),
+        renamed.as_str(),
+        "mf1.x",
+        "",
+        "Basic abc",
+    ] {
         let refused = dir.directory.authenticate_token(bad).await;
-        assert!(matches!(refused, Err(LoginFailure::Refused(_))), "{bad}: {refused:?}");
+        assert!(
+            matches!(refused, Err(LoginFailure::Refused(_))),
+            "{bad}: {refused:?}"
+        );
     }
 
-    dir.directory.revoke_token(&jane, &issued.token).await.unwrap();
-    assert!(dir.directory.authenticate_token(&issued.token).await.is_err());
-    assert!(dir.directory.authenticate_token(&second.token).await.is_ok());
+    dir.directory
+        .revoke_token(&jane, &issued.token)
+        .await
+        .unwrap();
+    assert!(
+        dir.directory
+            .authenticate_token(&issued.token)
+            .await
+            .is_err()
+    );
+    assert!(
+        dir.directory
+            .authenticate_token(&second.token)
+            .await
+            .is_ok()
+    );
     assert_eq!(
         dir.directory.revoke_token(&jane, &issued.token).await,
         Err(DirectoryError::NotFound)
@@ -161,7 +197,12 @@ async fn tokens_are_checked_and_revocable(kind: Kind) {
         .issue_token(&jane, Duration::ZERO)
         .await
         .unwrap();
-    assert!(dir.directory.authenticate_token(&short.token).await.is_err());
+    assert!(
+        dir.directory
+            .authenticate_token(&short.token)
+            .await
+            .is_err()
+    );
     dir.directory
         .issue_token(&jane, Duration::from_secs(60))
         .await
@@ -183,7 +224,11 @@ async fn an_administrator_writes_only_its_own_tenants_aliases(kind: Kind) {
     // In its own tenant, with its own identity: allowed.
     let own = dir
         .directory
-        .create_alias(jane.actor(), "acme.test", alias("desk@acme.test", &["bob@acme.test"]))
+        .create_alias(
+            jane.actor(),
+            "acme.test",
+            alias("desk@acme.test", &["bob@acme.test"]),
+        )
         .await;
     assert!(own.is_ok(), "{own:?}");
     let changed = dir
@@ -198,16 +243,32 @@ async fn an_administrator_writes_only_its_own_tenants_aliases(kind: Kind) {
         )
         .await;
     assert!(changed.is_ok(), "{changed:?}");
-    assert!(dir.directory.delete_alias(jane.actor(), "desk@acme.test").await.is_ok());
+    assert!(
+        dir.directory
+            .delete_alias(jane.actor(), "desk@acme.test")
+            .await
+            .is_ok()
+    );
 
     // In another tenant, even when Mailfold's own checks were skipped: the directory refuses.
     let foreign = dir
         .directory
-        .create_alias(jane.actor(), "globex.test", alias("x@globex.test", &["info@globex.test"]))
+        .create_alias(
+            jane.actor(),
+            "globex.test",
+            alias("x@globex.test", &["info@globex.test"]),
+        )
         .await;
-    assert!(matches!(foreign, Err(DirectoryError::Forbidden(_))), "{foreign:?}");
+    assert!(
+        matches!(foreign, Err(DirectoryError::Forbidden(_))),
+        "{foreign:?}"
+    );
     dir.directory
-        .create_alias(Actor::Service, "globex.test", alias("y@globex.test", &["info@globex.test"]))
+        .create_alias(
+            Actor::Service,
+            "globex.test",
+            alias("y@globex.test", &["info@globex.test"]),
+        )
         .await
         .unwrap();
     let update = AliasUpdate {
@@ -218,9 +279,18 @@ async fn an_administrator_writes_only_its_own_tenants_aliases(kind: Kind) {
         .directory
         .update_alias(jane.actor(), "y@globex.test", update)
         .await;
-    assert!(matches!(foreign_update, Err(DirectoryError::Forbidden(_))), "{foreign_update:?}");
-    let foreign_delete = dir.directory.delete_alias(jane.actor(), "y@globex.test").await;
-    assert!(matches!(foreign_delete, Err(DirectoryError::Forbidden(_))), "{foreign_delete:?}");
+    assert!(
+        matches!(foreign_update, Err(DirectoryError::Forbidden(_))),
+        "{foreign_update:?}"
+    );
+    let foreign_delete = dir
+        .directory
+        .delete_alias(jane.actor(), "y@globex.test")
+        .await;
+    assert!(
+        matches!(foreign_delete, Err(DirectoryError::Forbidden(_))),
+        "{foreign_delete:?}"
+    );
 
     let untouched = dir.directory.alias("y@globex.test").await.unwrap();
     assert_eq!(untouched.targets, ["info@globex.test"]);
@@ -246,7 +316,14 @@ async fn tenants_domains_and_mailboxes_are_provisioned_end_to_end(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(tenant.id, "hooli");
-    assert!(dir.directory.tenants().await.unwrap().iter().any(|t| t.id == "hooli"));
+    assert!(
+        dir.directory
+            .tenants()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == "hooli")
+    );
 
     let domain = dir
         .directory
@@ -260,7 +337,10 @@ async fn tenants_domains_and_mailboxes_are_provisioned_end_to_end(kind: Kind) {
         )
         .await
         .unwrap();
-    assert_eq!(domain.alias_names, [Domain::parse("hooli-mail.test").unwrap()]);
+    assert_eq!(
+        domain.alias_names,
+        [Domain::parse("hooli-mail.test").unwrap()]
+    );
 
     let created = dir
         .directory
@@ -278,10 +358,22 @@ async fn tenants_domains_and_mailboxes_are_provisioned_end_to_end(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(created.address.as_str(), "gavin@hooli.test");
-    assert_eq!((created.shard.as_str(), created.quota_bytes), ("local", 1_000_000));
+    assert_eq!(
+        (created.shard.as_str(), created.quota_bytes),
+        ("local", 1_000_000)
+    );
     let (first, second) = (&created.store[0..2], &created.store[3..5]);
-    assert!(created.store.ends_with(&format!("/{}", created.id)), "{}", created.store);
-    assert!(first.chars().chain(second.chars()).all(|c| c.is_ascii_hexdigit()));
+    assert!(
+        created.store.ends_with(&format!("/{}", created.id)),
+        "{}",
+        created.store
+    );
+    assert!(
+        first
+            .chars()
+            .chain(second.chars())
+            .all(|c| c.is_ascii_hexdigit())
+    );
 
     // The new mailbox is real at once: it logs in with an {ARGON2} hash and receives mail.
     let login = dir
@@ -318,7 +410,10 @@ async fn tenants_domains_and_mailboxes_are_provisioned_end_to_end(kind: Kind) {
         .directory
         .authenticate("gavin@hooli.test", "gavin-pw", Service::Pop3)
         .await;
-    assert_eq!(refused, Err(LoginFailure::Refused(Refusal::Inactive(Status::Deleting))));
+    assert_eq!(
+        refused,
+        Err(LoginFailure::Refused(Refusal::Inactive(Status::Deleting)))
+    );
     let again = dir
         .directory
         .create_mailbox(
@@ -330,7 +425,10 @@ async fn tenants_domains_and_mailboxes_are_provisioned_end_to_end(kind: Kind) {
             "local",
         )
         .await;
-    assert!(matches!(again, Err(DirectoryError::Conflict(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(DirectoryError::Conflict(_))),
+        "{again:?}"
+    );
 }
 
 fn conflict<T>(result: &Result<T, DirectoryError>) -> bool {
@@ -389,7 +487,10 @@ async fn provisioning_limits_and_collisions_are_enforced(kind: Kind) {
             "local",
         )
         .await;
-    assert!(matches!(outside, Err(DirectoryError::Invalid(_))), "{outside:?}");
+    assert!(
+        matches!(outside, Err(DirectoryError::Invalid(_))),
+        "{outside:?}"
+    );
 
     // Tenant limits: at most one more domain, one more mailbox, quota within the cap.
     let limits = LimitsUpdate {
@@ -418,7 +519,10 @@ async fn provisioning_limits_and_collisions_are_enforced(kind: Kind) {
         .directory
         .create_domain("globex", new_domain("globex3.test"))
         .await;
-    assert!(matches!(third, Err(DirectoryError::LimitReached(_))), "{third:?}");
+    assert!(
+        matches!(third, Err(DirectoryError::LimitReached(_))),
+        "{third:?}"
+    );
 
     let mailbox = |address: &str, quota: Option<u64>| NewMailbox {
         address: address.into(),
@@ -431,16 +535,26 @@ async fn provisioning_limits_and_collisions_are_enforced(kind: Kind) {
         .directory
         .create_mailbox(&globex, mailbox("big@globex.test", Some(6_000)), "local")
         .await;
-    assert!(matches!(too_big, Err(DirectoryError::LimitReached(_))), "{too_big:?}");
+    assert!(
+        matches!(too_big, Err(DirectoryError::LimitReached(_))),
+        "{too_big:?}"
+    );
     let unlimited = dir
         .directory
         .create_mailbox(&globex, mailbox("big@globex.test", Some(0)), "local")
         .await;
-    assert!(matches!(unlimited, Err(DirectoryError::LimitReached(_))), "{unlimited:?}");
+    assert!(
+        matches!(unlimited, Err(DirectoryError::LimitReached(_))),
+        "{unlimited:?}"
+    );
     let count = dir.directory.mailboxes(&globex).await.unwrap().len();
     for index in count..3 {
         dir.directory
-            .create_mailbox(&globex, mailbox(&format!("m{index}@globex.test"), None), "local")
+            .create_mailbox(
+                &globex,
+                mailbox(&format!("m{index}@globex.test"), None),
+                "local",
+            )
             .await
             .unwrap();
     }
@@ -448,7 +562,10 @@ async fn provisioning_limits_and_collisions_are_enforced(kind: Kind) {
         .directory
         .create_mailbox(&globex, mailbox("over@globex.test", None), "local")
         .await;
-    assert!(matches!(over, Err(DirectoryError::LimitReached(_))), "{over:?}");
+    assert!(
+        matches!(over, Err(DirectoryError::LimitReached(_))),
+        "{over:?}"
+    );
 }
 
 async fn administrators_are_provisioned_with_their_scope(kind: Kind) {
@@ -461,12 +578,19 @@ async fn administrators_are_provisioned_with_their_scope(kind: Kind) {
         managed_domains: vec!["globex.test".into()],
         ..NewAdmin::default()
     };
-    let created = dir.directory.create_admin("globex", new.clone()).await.unwrap();
+    let created = dir
+        .directory
+        .create_admin("globex", new.clone())
+        .await
+        .unwrap();
     assert_eq!(
         created.scope,
         AdminScope::Domains(vec![Domain::parse("globex.test").unwrap()])
     );
-    let login = dir.directory.authenticate_admin("ops@globex.test", "ops-pw").await;
+    let login = dir
+        .directory
+        .authenticate_admin("ops@globex.test", "ops-pw")
+        .await;
     assert_eq!(login, Ok(created));
 
     // Another tenant's domain cannot be managed, and roles are a closed set.
@@ -476,19 +600,33 @@ async fn administrators_are_provisioned_with_their_scope(kind: Kind) {
         ..new.clone()
     };
     let refused = dir.directory.create_admin("globex", foreign).await;
-    assert!(matches!(refused, Err(DirectoryError::Invalid(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(DirectoryError::Invalid(_))),
+        "{refused:?}"
+    );
     let bad_role = NewAdmin {
         login: "ops3".into(),
         role: "root".into(),
         ..new.clone()
     };
     let refused = dir.directory.create_admin("globex", bad_role).await;
-    assert!(matches!(refused, Err(DirectoryError::Invalid(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(DirectoryError::Invalid(_))),
+        "{refused:?}"
+    );
     let twice = dir.directory.create_admin("globex", new).await;
-    assert!(matches!(twice, Err(DirectoryError::Conflict(_))), "{twice:?}");
+    assert!(
+        matches!(twice, Err(DirectoryError::Conflict(_))),
+        "{twice:?}"
+    );
 
     dir.directory.delete_admin("globex", "ops").await.unwrap();
-    assert!(dir.directory.authenticate_admin("ops@globex", "ops-pw").await.is_err());
+    assert!(
+        dir.directory
+            .authenticate_admin("ops@globex", "ops-pw")
+            .await
+            .is_err()
+    );
 }
 
 async fn tenants_and_domains_are_removed_only_when_empty(kind: Kind) {
@@ -533,5 +671,8 @@ async fn tenants_and_domains_are_removed_only_when_empty(kind: Kind) {
         DirectoryError::NotFound
     );
     dir.directory.delete_tenant("brief").await.unwrap();
-    assert_eq!(dir.directory.tenant("brief").await.unwrap_err(), DirectoryError::NotFound);
+    assert_eq!(
+        dir.directory.tenant("brief").await.unwrap_err(),
+        DirectoryError::NotFound
+    );
 }

@@ -119,7 +119,7 @@ fn serve_on_ldap_is_not_ready_until_the_server_is_and_recovers_without_a_restart
     assert_eq!(status, 503);
     assert_eq!(
         body,
-        r#"{"error":{"code":"unavailable","message":"directory unavailable"}}"#
+        r#"{"error":{"code":"unavailable","message":"the directory is unavailable; try again later"}}"#
     );
     assert_eq!(
         curl(&format!("{base}/healthz")).unwrap().0,

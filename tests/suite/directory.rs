@@ -6,9 +6,8 @@
 use std::time::{Duration, Instant};
 
 use mailfold_directory::{
-    Actor,
-    AliasUpdate, CacheConfig, DirectoryError, DomainResolution, LoginFailure, NewAlias, Refusal,
-    Resolution, Service, Skip, Status,
+    Actor, AliasUpdate, CacheConfig, DirectoryError, DomainResolution, LoginFailure, NewAlias,
+    Refusal, Resolution, Service, Skip, Status,
 };
 use mailfold_tests::fixture::{Kind, Options, READER_ACCOUNT, TestDirectory};
 
@@ -485,7 +484,10 @@ async fn aliases_can_be_created_listed_updated_and_deleted(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(gone, Resolution::Unknown);
-    let again = dir.directory.delete_alias(Actor::Service, "support@acme.test").await;
+    let again = dir
+        .directory
+        .delete_alias(Actor::Service, "support@acme.test")
+        .await;
     assert_eq!(again, Err(DirectoryError::NotFound));
 }
 
@@ -516,7 +518,10 @@ async fn alias_changes_that_collide_or_loop_are_refused(kind: Kind) {
         targets: Some(vec!["team@acme.test".into()]),
         ..AliasUpdate::default()
     };
-    let looped = dir.directory.update_alias(Actor::Service, "sales@acme.test", update).await;
+    let looped = dir
+        .directory
+        .update_alias(Actor::Service, "sales@acme.test", update)
+        .await;
     assert_error!(looped, Loop, "{looped:?}");
     let pointing_at_itself = create(&dir, "acme.test", "me@acme.test", &["me@acme.test"]).await;
     assert_error!(pointing_at_itself, Loop, "{pointing_at_itself:?}");

@@ -26,7 +26,13 @@ impl std::fmt::Display for Actor {
 }
 
 /// Records one change. `before` is `None` for a creation, `after` for a removal.
-pub fn record(actor: &Actor, action: &str, object: &str, before: Option<&Value>, after: Option<&Value>) {
+pub fn record(
+    actor: &Actor,
+    action: &str,
+    object: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) {
     let text = |value: Option<&Value>| value.map_or_else(|| "null".to_string(), Value::to_string);
     tracing::info!(
         target: "mailfold::audit",

@@ -45,23 +45,27 @@ pub enum Credentials {
     Bearer(String),
 }
 
+/// An `Authorization` header that is not one of the accepted forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
 /// Reads the `Authorization` header; `None` when there is none, `Err` when it is malformed.
-pub fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ()> {
+pub fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, Malformed> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
     if value.len() > MAX_AUTHORIZATION {
-        return Err(());
+        return Err(Malformed);
     }
-    let value = value.to_str().map_err(|_| ())?;
-    let (scheme, rest) = value.trim().split_once(' ').ok_or(())?;
+    let value = value.to_str().map_err(|_| Malformed)?;
+    let (scheme, rest) = value.trim().split_once(' ').ok_or(Malformed)?;
     let rest = rest.trim();
     // RFC 7235 §2.1: the scheme is case-insensitive.
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = STANDARD.decode(rest).map_err(|_| ())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| ())?;
+        let decoded = STANDARD.decode(rest).map_err(|_| Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| Malformed)?;
         // RFC 7617 §2: the user-id cannot contain a colon; the password may.
-        let (login, password) = decoded.split_once(':').ok_or(())?;
+        let (login, password) = decoded.split_once(':').ok_or(Malformed)?;
         Ok(Some(Credentials::Basic {
             login: login.to_string(),
             password: password.to_string(),
@@ -69,7 +73,7 @@ pub fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, ()> {
     } else if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
         Ok(Some(Credentials::Bearer(rest.to_string())))
     } else {
-        Err(())
+        Err(Malformed)
     }
 }
 
@@ -91,7 +95,7 @@ impl FromRequestParts<ApiState> for TenantAdmin {
         let credentials = match credentials(&parts.headers) {
             Ok(Some(credentials)) => credentials,
             Ok(None) => return Err(refuse()),
-            Err(()) => {
+            Err(Malformed) => {
                 state.record_login("malformed", "refused");
                 return Err(refuse());
             }
@@ -211,11 +215,17 @@ mod tests {
 
     #[test]
     fn malformed_authorization_headers_are_errors() {
-        for bad in ["Basic", "Basic !!!", "Digest abc", "Bearer ", "Basic bm9jb2xvbg=="] {
-            assert_eq!(credentials(&header(bad)), Err(()), "{bad}");
+        for bad in [
+            "Basic",
+            "Basic !!!",
+            "Digest abc",
+            "Bearer ",
+            "Basic bm9jb2xvbg==",
+        ] {
+            assert_eq!(credentials(&header(bad)), Err(Malformed), "{bad}");
         }
         let long = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION));
-        assert_eq!(credentials(&header(&long)), Err(()));
+        assert_eq!(credentials(&header(&long)), Err(Malformed));
         assert_eq!(credentials(&HeaderMap::new()), Ok(None));
     }
 

@@ -150,7 +150,10 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(json!({ "error": body }))).into_response();
         let headers = response.headers_mut();
         if let Some(challenge) = self.challenge {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
@@ -165,10 +168,9 @@ impl From<DirectoryError> for ApiError {
             DirectoryError::NotFound => ApiError::not_found(),
             DirectoryError::Invalid(message) => {
                 // The directory's validation messages start with the field: "targets: ...".
-                let field = message
-                    .split_once(": ")
-                    .map(|(f, _)| f)
-                    .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+                let field = message.split_once(": ").map(|(f, _)| f).filter(|f| {
+                    !f.is_empty() && f.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                });
                 match field {
                     Some(field) => ApiError::invalid(field, message.clone()),
                     None => {
@@ -221,7 +223,10 @@ mod tests {
         ] {
             let api = ApiError::from(error);
             assert!(!api.message.contains('='), "{}", api.message);
-            assert!(api.status == StatusCode::SERVICE_UNAVAILABLE || api.status == StatusCode::FORBIDDEN);
+            assert!(
+                api.status == StatusCode::SERVICE_UNAVAILABLE
+                    || api.status == StatusCode::FORBIDDEN
+            );
         }
     }
 }

@@ -16,7 +16,11 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 /// Reads a JSON object body of at most `limit` bytes.
-pub async fn json_object(headers: &HeaderMap, body: Body, limit: usize) -> Result<Fields, ApiError> {
+pub async fn json_object(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Fields, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -54,14 +58,20 @@ impl Fields {
     pub fn of(field: &str, value: Value) -> Result<Fields, ApiError> {
         match value {
             Value::Object(map) => Ok(Fields { map }),
-            _ => Err(ApiError::invalid(field, format!("{field}: must be an object"))),
+            _ => Err(ApiError::invalid(
+                field,
+                format!("{field}: must be an object"),
+            )),
         }
     }
 
     /// Refuses any field not taken.
     pub fn finish(self) -> Result<(), ApiError> {
         match self.map.keys().next() {
-            Some(unknown) => Err(ApiError::invalid(unknown, format!("{unknown}: unknown field"))),
+            Some(unknown) => Err(ApiError::invalid(
+                unknown,
+                format!("{unknown}: unknown field"),
+            )),
             None => Ok(()),
         }
     }
@@ -165,7 +175,9 @@ impl Fields {
                 Service::parse(s).ok_or_else(|| {
                     ApiError::invalid(
                         name,
-                        format!("{name}: {s:?} is not one of deliver, smtp, imap, pop3, sieve, api"),
+                        format!(
+                            "{name}: {s:?} is not one of deliver, smtp, imap, pop3, sieve, api"
+                        ),
                     )
                 })
             })
@@ -226,7 +238,10 @@ impl Page {
                 }
                 "after" => page.after = Some(value.to_lowercase()),
                 other => {
-                    return Err(ApiError::invalid(other, format!("{other}: unknown parameter")));
+                    return Err(ApiError::invalid(
+                        other,
+                        format!("{other}: unknown parameter"),
+                    ));
                 }
             }
         }
@@ -269,8 +284,14 @@ mod tests {
     #[test]
     fn wrong_types_and_unknown_fields_name_the_field() {
         let mut f = fields(json!({"targets": "one", "quota_bytes": -1}));
-        assert_eq!(f.strings("targets").unwrap_err().field.as_deref(), Some("targets"));
-        assert_eq!(f.number("quota_bytes").unwrap_err().field.as_deref(), Some("quota_bytes"));
+        assert_eq!(
+            f.strings("targets").unwrap_err().field.as_deref(),
+            Some("targets")
+        );
+        assert_eq!(
+            f.number("quota_bytes").unwrap_err().field.as_deref(),
+            Some("quota_bytes")
+        );
         let f = fields(json!({"colour": "blue"}));
         assert_eq!(f.finish().unwrap_err().field.as_deref(), Some("colour"));
     }
@@ -285,7 +306,10 @@ mod tests {
             after: next,
             ..page
         };
-        assert_eq!(page.cut(vec!["a", "b", "c"], |s| s.to_string()), (vec!["c"], None));
+        assert_eq!(
+            page.cut(vec!["a", "b", "c"], |s| s.to_string()),
+            (vec!["c"], None)
+        );
         for bad in ["0", "1001", "x"] {
             let query = HashMap::from([("limit".to_string(), bad.to_string())]);
             assert!(Page::from_query(&query).is_err(), "{bad}");

@@ -193,7 +193,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(operator::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -235,4 +238,141 @@ async fn not_found() -> Response {
 
 async fn method_not_allowed() -> Response {
     ApiError::method_not_allowed().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use mailfold_directory::{BackendConfig, CacheConfig, DirectoryConfig, LdifConfig};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    /// A router over an LDIF directory holding only the suffix: enough to route requests.
+    fn bare_router() -> (Router, tempfile::TempDir) {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("directory.ldif");
+        std::fs::write(&path, "dn: dc=x\nobjectClass: dcObject\ndc: x\n").unwrap();
+        let config = DirectoryConfig {
+            base_dn: "dc=x".into(),
+            backend: BackendConfig::Ldif(LdifConfig { path, seed: None }),
+            cache: CacheConfig::default(),
+            max_alias_depth: 8,
+            recipient_delimiter: None,
+        };
+        let metrics = Metrics::new();
+        let directory = Arc::new(Directory::open(&config, metrics.registry()).unwrap());
+        let settings = ApiSettings {
+            operator_token: Some("t".repeat(40)),
+            token_lifetime: Duration::from_secs(60),
+            max_body_bytes: 1024,
+            shards: vec!["local".into()],
+            shard_policy: ShardPolicy::First,
+        };
+        let policy = mailfold_net::LoginPolicy {
+            failure_delay: Duration::ZERO,
+            ..mailfold_net::LoginPolicy::default()
+        };
+        let state = ApiState::new(
+            directory,
+            metrics,
+            Store::new(Default::default()),
+            settings,
+            LoginThrottle::new(policy),
+        );
+        (router(state), folder)
+    }
+
+    async fn status(router: &Router, method: &Method, path: &str) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The documented paths with their parameters filled in, and their documented methods.
+    fn documented() -> Vec<(String, Vec<Method>)> {
+        let document: Value = serde_json::from_str(openapi::DOCUMENT).unwrap();
+        document["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(path, item)| {
+                let concrete = path
+                    .replace("{domain}", "x.test")
+                    .replace("{address}", "a@x.test")
+                    .replace("{tenant}", "t")
+                    .replace("{login}", "l");
+                let methods = item
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(|m| Method::from_bytes(m.to_uppercase().as_bytes()).unwrap())
+                    .collect();
+                (concrete, methods)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_documented_operation_is_routed_and_asks_for_credentials() {
+        let (router, _folder) = bare_router();
+        for (path, methods) in documented() {
+            for method in methods {
+                let (status, body) = status(&router, &method, &path).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+                assert_eq!(body["error"]["code"], "unauthorized", "{method} {path}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn undocumented_methods_on_documented_paths_are_405() {
+        let (router, _folder) = bare_router();
+        for (path, methods) in documented() {
+            for method in [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ] {
+                if methods.contains(&method) {
+                    continue;
+                }
+                let (status, body) = status(&router, &method, &path).await;
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_eq!(
+                    body["error"]["code"], "method_not_allowed",
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_json_404s() {
+        let (router, _folder) = bare_router();
+        for path in [
+            "/",
+            "/v2/domains",
+            "/v1/domains/x.test/nothing",
+            "/v1/admin",
+        ] {
+            let (status, body) = status(&router, &Method::GET, path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(body["error"]["code"], "not_found", "{path}");
+        }
+    }
 }

@@ -37,7 +37,9 @@ impl ApiMetrics {
                 "mailfold_api_request_duration_seconds",
                 "Time to answer an HTTP request, by route template.",
             )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
             &["route"],
         )
         .expect("valid histogram definition");

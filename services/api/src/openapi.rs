@@ -55,7 +55,14 @@ pub fn render_markdown(document: &Value) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|p| format!("`{}` ({}): {}", text(&p["name"]), text(&p["in"]), text(&p["description"])))
+                .map(|p| {
+                    format!(
+                        "`{}` ({}): {}",
+                        text(&p["name"]),
+                        text(&p["in"]),
+                        text(&p["description"])
+                    )
+                })
                 .collect();
             if !parameters.is_empty() {
                 let _ = writeln!(out, "Parameters: {}\n", parameters.join("; "));
@@ -76,7 +83,11 @@ pub fn render_markdown(document: &Value) -> String {
     }
 
     let _ = writeln!(out, "## Schemas\n");
-    for (name, schema) in document["components"]["schemas"].as_object().into_iter().flatten() {
+    for (name, schema) in document["components"]["schemas"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
         let _ = writeln!(out, "### {name}\n");
         if let Some(description) = schema["description"].as_str() {
             let _ = writeln!(out, "{description}\n");
@@ -90,9 +101,16 @@ pub fn render_markdown(document: &Value) -> String {
         let Some(properties) = schema["properties"].as_object() else {
             continue;
         };
-        let _ = writeln!(out, "| field | type | required | meaning |\n| --- | --- | --- | --- |");
+        let _ = writeln!(
+            out,
+            "| field | type | required | meaning |\n| --- | --- | --- | --- |"
+        );
         for (field, property) in properties {
-            let needed = if required.contains(&field.as_str()) { "yes" } else { "" };
+            let needed = if required.contains(&field.as_str()) {
+                "yes"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
                 "| `{field}` | {} | {needed} | {} |",
@@ -182,7 +200,10 @@ mod tests {
                 for (status, response) in responses {
                     if status.starts_with('4') || status.starts_with('5') {
                         let schema = &response["content"]["application/json"]["schema"]["$ref"];
-                        assert_eq!(schema, "#/components/schemas/Error", "{method} {path} {status}");
+                        assert_eq!(
+                            schema, "#/components/schemas/Error",
+                            "{method} {path} {status}"
+                        );
                     }
                 }
             }
@@ -193,8 +214,12 @@ mod tests {
     fn docs_api_md_holds_the_current_rendering() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/api.md");
         let current = std::fs::read_to_string(&path).expect("docs/api.md");
-        let (head, rest) = current.split_once(BEGIN).expect("docs/api.md has the begin marker");
-        let (_, tail) = rest.split_once(END).expect("docs/api.md has the end marker");
+        let (head, rest) = current
+            .split_once(BEGIN)
+            .expect("docs/api.md has the begin marker");
+        let (_, tail) = rest
+            .split_once(END)
+            .expect("docs/api.md has the end marker");
         let wanted = format!("{head}{BEGIN}\n\n{}{END}{tail}", render_markdown(&parsed()));
         if std::env::var_os("MAILFOLD_BLESS").is_some() {
             std::fs::write(&path, &wanted).expect("rewriting docs/api.md");

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mailfold_directory::provision::{
-    AdminUpdate, DomainUpdate, MailboxUpdate, NewAdmin, NewDomain, NewMailbox, NewTenant,
-    Settings, TenantUpdate, effective_limits,
+    AdminUpdate, DomainUpdate, MailboxUpdate, NewAdmin, NewDomain, NewMailbox, NewTenant, Settings,
+    TenantUpdate, effective_limits,
 };
 use mailfold_directory::{Address, LocalDomain, Mailbox};
 use serde_json::{Value, json};
@@ -56,7 +56,9 @@ pub fn routes() -> Router<ApiState> {
         )
         .route(
             "/v1/admin/domains/{domain}/mailboxes/{address}",
-            get(show_mailbox).patch(change_mailbox).delete(delete_mailbox),
+            get(show_mailbox)
+                .patch(change_mailbox)
+                .delete(delete_mailbox),
         )
 }
 
@@ -81,7 +83,13 @@ async fn create_tenant(
     fields.finish()?;
     let tenant = state.directory().create_tenant(new).await?;
     let view = views::tenant(&tenant);
-    audit::record(&Actor::Operator, "tenant.create", &tenant.id, None, Some(&view));
+    audit::record(
+        &Actor::Operator,
+        "tenant.create",
+        &tenant.id,
+        None,
+        Some(&view),
+    );
     Ok(created(view))
 }
 
@@ -110,7 +118,13 @@ async fn change_tenant(
     fields.finish()?;
     let before = views::tenant(&state.directory().tenant(&id).await?);
     let after = views::tenant(&state.directory().update_tenant(&id, update).await?);
-    audit::record(&Actor::Operator, "tenant.update", &id, Some(&before), Some(&after));
+    audit::record(
+        &Actor::Operator,
+        "tenant.update",
+        &id,
+        Some(&before),
+        Some(&after),
+    );
     Ok(axum::Json(after).into_response())
 }
 
@@ -157,7 +171,13 @@ async fn create_domain(
     fields.finish()?;
     let domain = state.directory().create_domain(&tenant, new).await?;
     let view = domain_view(&state, &domain).await?;
-    audit::record(&Actor::Operator, "domain.create", domain.name.as_str(), None, Some(&view));
+    audit::record(
+        &Actor::Operator,
+        "domain.create",
+        domain.name.as_str(),
+        None,
+        Some(&view),
+    );
     Ok(created(view))
 }
 
@@ -181,7 +201,9 @@ async fn change_domain(
     let mut fields = body_of(&state, &headers, body).await?;
     let update = DomainUpdate {
         alias_names: fields.strings("alias_names")?,
-        catch_all: fields.edit_strings("catch_all")?.map(Option::unwrap_or_default),
+        catch_all: fields
+            .edit_strings("catch_all")?
+            .map(Option::unwrap_or_default),
         settings: settings(&mut fields)?,
     };
     fields.finish()?;
@@ -189,7 +211,13 @@ async fn change_domain(
     let before = domain_view(&state, &current).await?;
     let domain = state.directory().update_domain(&name, update).await?;
     let after = domain_view(&state, &domain).await?;
-    audit::record(&Actor::Operator, "domain.update", &name, Some(&before), Some(&after));
+    audit::record(
+        &Actor::Operator,
+        "domain.update",
+        &name,
+        Some(&before),
+        Some(&after),
+    );
     Ok(axum::Json(after).into_response())
 }
 
@@ -202,7 +230,13 @@ async fn delete_domain(
     let current = state.directory().local_domain(&name).await?;
     let before = domain_view(&state, &current).await?;
     state.directory().delete_domain(&name).await?;
-    audit::record(&Actor::Operator, "domain.delete", &name, Some(&before), None);
+    audit::record(
+        &Actor::Operator,
+        "domain.delete",
+        &name,
+        Some(&before),
+        None,
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -251,9 +285,18 @@ async fn create_mailbox(
     fields.finish()?;
 
     let shard = place(&state, &domain, shard.as_deref(), &new.address)?;
-    let mailbox = state.directory().create_mailbox(&domain, new, &shard).await?;
+    let mailbox = state
+        .directory()
+        .create_mailbox(&domain, new, &shard)
+        .await?;
     let view = mailbox_view(&state, &mailbox).await;
-    audit::record(&Actor::Operator, "mailbox.create", mailbox.address.as_str(), None, Some(&view));
+    audit::record(
+        &Actor::Operator,
+        "mailbox.create",
+        mailbox.address.as_str(),
+        None,
+        Some(&view),
+    );
     Ok(created(view))
 }
 
@@ -286,7 +329,9 @@ async fn change_mailbox(
         max_message_size: fields.edit_number("max_message_size")?,
         status: fields.status("status")?,
         services: fields.services("services")?,
-        forward: fields.edit_strings("forward")?.map(Option::unwrap_or_default),
+        forward: fields
+            .edit_strings("forward")?
+            .map(Option::unwrap_or_default),
     };
     fields.finish()?;
     let before = state.directory().mailbox_in(&domain, &address).await?;
@@ -296,7 +341,13 @@ async fn change_mailbox(
         .update_mailbox(&domain, &address, update)
         .await?;
     let after = mailbox_view(&state, &mailbox).await;
-    audit::record(&Actor::Operator, "mailbox.update", &address, Some(&before), Some(&after));
+    audit::record(
+        &Actor::Operator,
+        "mailbox.update",
+        &address,
+        Some(&before),
+        Some(&after),
+    );
     Ok(axum::Json(after).into_response())
 }
 
@@ -311,7 +362,13 @@ async fn delete_mailbox(
     let before = mailbox_view(&state, &before).await;
     let mailbox = state.directory().delete_mailbox(&domain, &address).await?;
     let after = mailbox_view(&state, &mailbox).await;
-    audit::record(&Actor::Operator, "mailbox.delete", &address, Some(&before), Some(&after));
+    audit::record(
+        &Actor::Operator,
+        "mailbox.delete",
+        &address,
+        Some(&before),
+        Some(&after),
+    );
     // The entry stays (marked deleting) until the operator purges it: answer with it.
     Ok((StatusCode::ACCEPTED, axum::Json(after)).into_response())
 }
@@ -385,10 +442,19 @@ async fn change_admin(
     fields.finish()?;
     let owner = state.directory().tenant(&tenant).await?;
     let before = views::admin(&state.directory().admin(&owner, &login).await?);
-    let admin = state.directory().update_admin(&tenant, &login, update).await?;
+    let admin = state
+        .directory()
+        .update_admin(&tenant, &login, update)
+        .await?;
     let after = views::admin(&admin);
     let object = format!("{}@{}", admin.login, admin.tenant);
-    audit::record(&Actor::Operator, "admin.update", &object, Some(&before), Some(&after));
+    audit::record(
+        &Actor::Operator,
+        "admin.update",
+        &object,
+        Some(&before),
+        Some(&after),
+    );
     Ok(axum::Json(after).into_response())
 }
 
@@ -402,7 +468,13 @@ async fn delete_admin(
     let before = views::admin(&state.directory().admin(&owner, &login).await?);
     state.directory().delete_admin(&tenant, &login).await?;
     let object = format!("{login}@{tenant}");
-    audit::record(&Actor::Operator, "admin.delete", &object, Some(&before), None);
+    audit::record(
+        &Actor::Operator,
+        "admin.delete",
+        &object,
+        Some(&before),
+        None,
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -427,13 +499,18 @@ fn place(
         ));
     }
     if shards.is_empty() {
-        return Err(ApiError::invalid("shard", "shard: no shards are configured"));
+        return Err(ApiError::invalid(
+            "shard",
+            "shard: no shards are configured",
+        ));
     }
     let index = match state.settings().shard_policy {
         ShardPolicy::First => 0,
         // FNV-1a of the address: stable, so a retried request lands on the same shard.
         ShardPolicy::Spread => {
-            let address = Address::parse(address).map(|a| a.to_string()).unwrap_or_default();
+            let address = Address::parse(address)
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             let hash = address.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
             });

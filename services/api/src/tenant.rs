@@ -55,15 +55,27 @@ pub(crate) type TwoNames = Result<Path<(String, String)>, PathRejection>;
 /// The query string's parameters.
 pub(crate) type QueryParams = Result<axum::extract::Query<HashMap<String, String>>, QueryRejection>;
 
-async fn issue_token(State(state): State<ApiState>, caller: TenantAdmin) -> Result<Response, ApiError> {
+async fn issue_token(
+    State(state): State<ApiState>,
+    caller: TenantAdmin,
+) -> Result<Response, ApiError> {
     if caller.token.is_some() {
         return Err(ApiError::forbidden(
             "a token is issued for a password login, not for another token",
         ));
     }
     let lifetime = state.settings().token_lifetime;
-    let issued = state.directory().issue_token(&caller.admin, lifetime).await?;
-    audit::record(&actor(&caller), "token.issue", &caller.admin.login, None, None);
+    let issued = state
+        .directory()
+        .issue_token(&caller.admin, lifetime)
+        .await?;
+    audit::record(
+        &actor(&caller),
+        "token.issue",
+        &caller.admin.login,
+        None,
+        None,
+    );
     let body = json!({
         "token": issued.token,
         "token_type": "Bearer",
@@ -72,16 +84,30 @@ async fn issue_token(State(state): State<ApiState>, caller: TenantAdmin) -> Resu
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-async fn revoke_token(State(state): State<ApiState>, caller: TenantAdmin) -> Result<Response, ApiError> {
+async fn revoke_token(
+    State(state): State<ApiState>,
+    caller: TenantAdmin,
+) -> Result<Response, ApiError> {
     let Some(token) = &caller.token else {
-        return Err(ApiError::bad_request("this request carries no token to revoke"));
+        return Err(ApiError::bad_request(
+            "this request carries no token to revoke",
+        ));
     };
     state.directory().revoke_token(&caller.admin, token).await?;
-    audit::record(&actor(&caller), "token.revoke", &caller.admin.login, None, None);
+    audit::record(
+        &actor(&caller),
+        "token.revoke",
+        &caller.admin.login,
+        None,
+        None,
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_domains(State(state): State<ApiState>, caller: TenantAdmin) -> Result<Response, ApiError> {
+async fn list_domains(
+    State(state): State<ApiState>,
+    caller: TenantAdmin,
+) -> Result<Response, ApiError> {
     let tenant = state.directory().tenant(&caller.admin.tenant).await?;
     let mut items = Vec::new();
     for domain in state.directory().domains_of(&tenant).await? {
@@ -141,7 +167,13 @@ async fn create_alias(
         .create_alias(caller.admin.actor(), domain.name.as_str(), new)
         .await?;
     let view = views::alias(&alias);
-    audit::record(&actor(&caller), "alias.create", alias.address.as_str(), None, Some(&view));
+    audit::record(
+        &actor(&caller),
+        "alias.create",
+        alias.address.as_str(),
+        None,
+        Some(&view),
+    );
 
     let location = format!("/v1/domains/{}/aliases/{}", domain.name, alias.address);
     let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();
@@ -215,7 +247,13 @@ async fn update_alias(
         .update_alias(caller.admin.actor(), before.address.as_str(), update)
         .await?;
     let (before, after) = (views::alias(&before), views::alias(&after));
-    audit::record(&actor(&caller), "alias.update", &address, Some(&before), Some(&after));
+    audit::record(
+        &actor(&caller),
+        "alias.update",
+        &address,
+        Some(&before),
+        Some(&after),
+    );
     Ok(axum::Json(after).into_response())
 }
 
@@ -232,7 +270,13 @@ async fn delete_alias(
         .delete_alias(caller.admin.actor(), alias.address.as_str())
         .await?;
     let before = views::alias(&alias);
-    audit::record(&actor(&caller), "alias.delete", alias.address.as_str(), Some(&before), None);
+    audit::record(
+        &actor(&caller),
+        "alias.delete",
+        alias.address.as_str(),
+        Some(&before),
+        None,
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -275,7 +319,10 @@ async fn owned_domain(
         return Err(ApiError::not_found());
     }
     if !caller.admin.manages(&domain.name) {
-        return Err(ApiError::forbidden(format!("{} is not among your domains", domain.name)));
+        return Err(ApiError::forbidden(format!(
+            "{} is not among your domains",
+            domain.name
+        )));
     }
     Ok(domain)
 }
@@ -326,11 +373,13 @@ fn actor(caller: &TenantAdmin) -> Actor {
 
 /// A path that does not parse names nothing that exists.
 pub(crate) fn name_of(path: OneName) -> Result<String, ApiError> {
-    path.map(|Path(name)| name).map_err(|_| ApiError::not_found())
+    path.map(|Path(name)| name)
+        .map_err(|_| ApiError::not_found())
 }
 
 pub(crate) fn names_of(path: TwoNames) -> Result<(String, String), ApiError> {
-    path.map(|Path(names)| names).map_err(|_| ApiError::not_found())
+    path.map(|Path(names)| names)
+        .map_err(|_| ApiError::not_found())
 }
 
 /// The paging parameters, refusing a query string that does not parse.

@@ -1,7 +1,9 @@
 //! The JSON form of the directory's objects, as the API returns them.
 //!
 //! Shapes are documented in the OpenAPI document (`openapi.json`); DNs, store paths and
-//! password hashes never appear in them.
+//! password hashes never appear in them. Lists of values are sorted (a mailbox's primary
+//! address first): an LDAP server keeps no order among an attribute's values, and the same
+//! object must read the same on every backend.
 
 use mailfold_directory::model::Limits;
 use mailfold_directory::provision::DomainUsage;
@@ -25,8 +27,8 @@ pub fn domain(domain: &LocalDomain, usage: DomainUsage, in_force: &Limits) -> Va
     json!({
         "name": domain.name.as_str(),
         "tenant": domain.tenant.id,
-        "alias_names": domain.alias_names.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
-        "catch_all": domain.catch_all,
+        "alias_names": sorted(domain.alias_names.iter().map(|d| d.to_string())),
+        "catch_all": sorted(domain.catch_all.iter().cloned()),
         "status": domain.status.as_str(),
         "effective_status": domain.effective_status().as_str(),
         "services": domain.services.map(services),
@@ -45,7 +47,7 @@ pub fn domain(domain: &LocalDomain, usage: DomainUsage, in_force: &Limits) -> Va
 pub fn alias(alias: &Alias) -> Value {
     json!({
         "address": alias.address.as_str(),
-        "targets": alias.targets,
+        "targets": sorted(alias.targets.iter().cloned()),
         "description": alias.description,
         "status": alias.status.as_str(),
     })
@@ -55,13 +57,13 @@ pub fn alias(alias: &Alias) -> Value {
 pub fn mailbox(mailbox: &Mailbox, usage: Option<Usage>) -> Value {
     json!({
         "address": mailbox.address.as_str(),
-        "addresses": mailbox.addresses,
+        "addresses": addresses(mailbox),
         "status": mailbox.status.as_str(),
         "services": services(mailbox.services),
         "quota_bytes": mailbox.quota_bytes,
         "quota_messages": mailbox.quota_messages,
         "max_message_size": mailbox.max_message_size,
-        "forward": mailbox.forward,
+        "forward": sorted(mailbox.forward.iter().cloned()),
         "usage": usage.map(|u| json!({"bytes": u.bytes, "messages": u.messages})),
     })
 }
@@ -78,9 +80,7 @@ pub fn mailbox_for_operator(mailbox: &Mailbox, usage: Option<Usage>) -> Value {
 pub fn admin(admin: &Admin) -> Value {
     let managed = match &admin.scope {
         AdminScope::AllDomains => Value::Null,
-        AdminScope::Domains(domains) => {
-            json!(domains.iter().map(|d| d.as_str()).collect::<Vec<_>>())
-        }
+        AdminScope::Domains(domains) => json!(sorted(domains.iter().map(|d| d.to_string()))),
     };
     json!({
         "login": admin.login,
@@ -89,6 +89,21 @@ pub fn admin(admin: &Admin) -> Value {
         "role": admin.role,
         "managed_domains": managed,
     })
+}
+
+fn sorted(values: impl Iterator<Item = String>) -> Vec<String> {
+    let mut values: Vec<String> = values.collect();
+    values.sort();
+    values
+}
+
+/// The primary address, then the others in order.
+fn addresses(mailbox: &Mailbox) -> Vec<String> {
+    let primary = mailbox.address.to_string();
+    let others = mailbox.addresses.iter().filter(|a| **a != primary).cloned();
+    std::iter::once(primary.clone())
+        .chain(sorted(others))
+        .collect()
 }
 
 fn services(services: Services) -> Vec<&'static str> {

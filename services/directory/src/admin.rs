@@ -76,9 +76,7 @@ impl Admin {
             None => Dn::parse(&entry.dn)
                 .ok()
                 .and_then(|dn| dn.leaf_value().map(str::to_string))
-                .ok_or_else(|| {
-                    DirectoryError::Inconsistent(format!("{} has no uid", entry.dn))
-                })?,
+                .ok_or_else(|| DirectoryError::Inconsistent(format!("{} has no uid", entry.dn)))?,
         };
         let role = entry.first("mailfoldAdminRole").map(str::to_lowercase);
         let managed = entry
@@ -204,11 +202,7 @@ impl Directory {
 
     /// `uid=<login>,ou=admins,mailfoldTenantId=<tenant>,o=tenants,<base>`.
     pub(crate) fn admin_dn(&self, tenant: &str, login: &str) -> String {
-        format!(
-            "{},ou=admins,{}",
-            rdn("uid", login),
-            self.tenant_dn(tenant)
-        )
+        format!("{},ou=admins,{}", rdn("uid", login), self.tenant_dn(tenant))
     }
 
     /// `mailfoldTenantId=<tenant>,o=tenants,<base>`.
@@ -288,7 +282,10 @@ impl Directory {
     }
 
     /// The administrator a bearer token belongs to, if the token is current.
-    pub async fn authenticate_token(&self, token: &str) -> std::result::Result<Admin, LoginFailure> {
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+    ) -> std::result::Result<Admin, LoginFailure> {
         let refused = || LoginFailure::Refused(Refusal::WrongPassword);
         let Some((tenant, login)) = parse_token(token) else {
             return Err(LoginFailure::Refused(Refusal::InvalidLogin));
@@ -304,7 +301,9 @@ impl Directory {
         let wanted = digest(token);
         let now = unix_seconds(SystemTime::now());
         let current = entry.values("mailfoldApiToken").iter().any(|value| {
-            value.split_once(' ').is_some_and(|(hash, _)| hash == wanted)
+            value
+                .split_once(' ')
+                .is_some_and(|(hash, _)| hash == wanted)
                 && stored_expiry(value).is_some_and(|at| at > now)
         });
         if !current {

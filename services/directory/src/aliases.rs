@@ -20,6 +20,7 @@ use crate::entry::Entry;
 use crate::error::{DirectoryError, Result};
 use crate::filter::Filter;
 use crate::model::{Alias, LocalDomain, Skip, Status, strictest};
+use crate::provision::check_text;
 use crate::resolve::Found;
 
 /// Most targets one alias may have: beyond this it is a mailing list, not an alias.
@@ -120,7 +121,7 @@ impl Directory {
         entry.push("mailfoldAddress", address.as_str());
         entry.set("mailfoldAliasTarget", targets);
         if let Some(description) = new.description.filter(|d| !d.is_empty()) {
-            entry.push("description", description);
+            entry.push("description", check_text("description", &description)?);
         }
 
         let added = self
@@ -160,8 +161,12 @@ impl Directory {
             changes.push(Change::Replace("mailfoldAliasTarget".into(), targets));
         }
         if let Some(description) = update.description {
-            let values = description.filter(|d| !d.is_empty()).into_iter().collect();
-            changes.push(Change::Replace("description".into(), values));
+            let text = description.filter(|d| !d.is_empty());
+            let values = text.map(|d| check_text("description", &d)).transpose()?;
+            changes.push(Change::Replace(
+                "description".into(),
+                values.into_iter().collect(),
+            ));
         }
         if let Some(status) = update.status {
             changes.push(Change::Replace(

@@ -220,7 +220,8 @@ impl Directory {
 
     /// The tenant with this id.
     pub async fn tenant(&self, id: &str) -> Result<Tenant> {
-        let id = check_id("tenant id", id)?;
+        // No tenant can have an id that is not one: not found, like any other missing id.
+        let id = check_id("id", id).map_err(|_| DirectoryError::NotFound)?;
         let entry = self
             .timed("read", self.backend.read(&self.tenant_dn(&id)))
             .await?
@@ -231,7 +232,7 @@ impl Directory {
 
     /// Creates a tenant with its `ou=domains` and `ou=admins`.
     pub async fn create_tenant(&self, new: NewTenant) -> Result<Tenant> {
-        let id = check_id("tenant id", &new.id)?;
+        let id = check_id("id", &new.id)?;
         let dn = self.tenant_dn(&id);
         let mut entry = Entry::new(dn.clone());
         entry.push("objectClass", "mailfoldTenant");
@@ -335,7 +336,10 @@ impl Directory {
         let name = Domain::parse(&new.name)?;
         let alias_names = domain_list("alias_names", &new.alias_names)?;
         if alias_names.contains(&name) {
-            return Err(invalid("alias_names", "must not repeat the domain's own name"));
+            return Err(invalid(
+                "alias_names",
+                "must not repeat the domain's own name",
+            ));
         }
         for claimed in std::iter::once(&name).chain(&alias_names) {
             self.domain_name_free(claimed, None).await?;
@@ -384,7 +388,10 @@ impl Directory {
         if let Some(names) = &update.alias_names {
             let names = domain_list("alias_names", names)?;
             if names.contains(&domain.name) {
-                return Err(invalid("alias_names", "must not repeat the domain's own name"));
+                return Err(invalid(
+                    "alias_names",
+                    "must not repeat the domain's own name",
+                ));
             }
             for claimed in &names {
                 self.domain_name_free(claimed, Some(&domain.dn)).await?;
@@ -467,7 +474,10 @@ impl Directory {
             let extra = Address::parse(&extra).map_err(|e| invalid("aliases", e))?;
             let domain_of = Domain::parse(extra.domain())?;
             if domain_of != domain.name && !domain.alias_names.contains(&domain_of) {
-                return Err(invalid("aliases", format!("{extra} is not in {}", domain.name)));
+                return Err(invalid(
+                    "aliases",
+                    format!("{extra} is not in {}", domain.name),
+                ));
             }
             if !addresses.contains(&extra) {
                 addresses.push(extra);
@@ -475,7 +485,9 @@ impl Directory {
         }
         for claimed in &addresses {
             if self.address_taken(claimed).await? {
-                return Err(DirectoryError::Conflict(format!("{claimed} is already in use")));
+                return Err(DirectoryError::Conflict(format!(
+                    "{claimed} is already in use"
+                )));
             }
         }
         let forward = address_list("forward", &new.forward)?;
@@ -506,7 +518,10 @@ impl Directory {
         );
         entry.push("mailfoldMailShard", shard);
         entry.push("mailfoldMailStore", store);
-        entry.push("mailfoldStatus", new.status.unwrap_or(Status::Active).as_str());
+        entry.push(
+            "mailfoldStatus",
+            new.status.unwrap_or(Status::Active).as_str(),
+        );
         for (attribute, value) in [
             ("mailfoldQuotaBytes", new.quota_bytes),
             ("mailfoldQuotaMessages", new.quota_messages),
@@ -584,9 +599,12 @@ impl Directory {
 
     /// The administrator `login` of `tenant`.
     pub async fn admin(&self, tenant: &Tenant, login: &str) -> Result<Admin> {
-        let login = check_id("login", login)?;
+        let login = check_id("login", login).map_err(|_| DirectoryError::NotFound)?;
         let entry = self
-            .timed("read", self.backend.read(&self.admin_dn(&tenant.id, &login)))
+            .timed(
+                "read",
+                self.backend.read(&self.admin_dn(&tenant.id, &login)),
+            )
             .await?
             .filter(|e| e.has_class("mailfoldAdmin"))
             .ok_or(DirectoryError::NotFound)?;
@@ -607,9 +625,7 @@ impl Directory {
         let tenant = self.tenant(tenant).await?;
         let login = check_id("login", &new.login)?;
         check_role(&new.role)?;
-        let managed = self
-            .managed_domains(&tenant, &new.managed_domains)
-            .await?;
+        let managed = self.managed_domains(&tenant, &new.managed_domains).await?;
         if new.password.is_empty() {
             return Err(invalid("password", "must not be empty"));
         }
@@ -656,7 +672,10 @@ impl Directory {
             let mail = mail
                 .map(|m| Address::parse(&m).map_err(|e| invalid("mail", e)))
                 .transpose()?;
-            changes.push(replace("mail", mail.map(|m| m.to_string()).into_iter().collect()));
+            changes.push(replace(
+                "mail",
+                mail.map(|m| m.to_string()).into_iter().collect(),
+            ));
         }
         if let Some(name) = &update.name {
             changes.push(replace("cn", vec![check_text("name", name)?]));
@@ -711,7 +730,9 @@ impl Directory {
             .filter(|e| crate::dn::Dn::parse(&e.dn).ok() != own)
             .count();
         if others > 0 {
-            return Err(DirectoryError::Conflict(format!("{name} is already hosted")));
+            return Err(DirectoryError::Conflict(format!(
+                "{name} is already hosted"
+            )));
         }
         Ok(())
     }
@@ -732,7 +753,12 @@ impl Directory {
             )));
         }
         let tenant = strictest(&[domain.tenant.limits.max_mailboxes]);
-        if tenant > 0 && self.count_below(&domain.tenant.dn, "mailfoldMailbox").await? >= tenant {
+        if tenant > 0
+            && self
+                .count_below(&domain.tenant.dn, "mailfoldMailbox")
+                .await?
+                >= tenant
+        {
             return Err(DirectoryError::LimitReached(format!(
                 "tenant {} may have at most {tenant} mailboxes",
                 domain.tenant.id
@@ -817,9 +843,12 @@ pub fn check_id(field: &str, id: &str) -> Result<String> {
 }
 
 /// Free text: at most 256 characters, no control characters.
-fn check_text(field: &str, text: &str) -> Result<String> {
+pub(crate) fn check_text(field: &str, text: &str) -> Result<String> {
     if text.chars().count() > 256 || text.chars().any(char::is_control) {
-        return Err(invalid(field, "at most 256 characters, no control characters"));
+        return Err(invalid(
+            field,
+            "at most 256 characters, no control characters",
+        ));
     }
     Ok(text.trim().to_string())
 }
@@ -833,7 +862,10 @@ fn check_role(role: &str) -> Result<()> {
 }
 
 fn check_quota(domain: &LocalDomain, quota: Option<u64>) -> Result<()> {
-    let max = strictest(&[domain.limits.max_quota_bytes, domain.tenant.limits.max_quota_bytes]);
+    let max = strictest(&[
+        domain.limits.max_quota_bytes,
+        domain.tenant.limits.max_quota_bytes,
+    ]);
     match quota {
         // 0 is "unlimited", which a capped domain cannot grant.
         Some(quota) if max > 0 && (quota == 0 || quota > max) => Err(DirectoryError::LimitReached(
@@ -883,7 +915,10 @@ fn replace(attribute: &str, values: Vec<String>) -> Change {
 }
 
 fn replace_number(attribute: &str, value: Option<u64>) -> Change {
-    replace(attribute, value.map(|v| v.to_string()).into_iter().collect())
+    replace(
+        attribute,
+        value.map(|v| v.to_string()).into_iter().collect(),
+    )
 }
 
 /// Settings of a new tenant or domain as attributes.
@@ -966,7 +1001,10 @@ pub fn effective_limits(domain: &LocalDomain) -> Limits {
     let both = |own: Option<u64>, tenant: Option<u64>| Some(strictest(&[own, tenant]));
     Limits {
         max_domains: domain.tenant.limits.max_domains,
-        max_mailboxes: both(domain.limits.max_mailboxes, domain.tenant.limits.max_mailboxes),
+        max_mailboxes: both(
+            domain.limits.max_mailboxes,
+            domain.tenant.limits.max_mailboxes,
+        ),
         max_aliases: both(domain.limits.max_aliases, domain.tenant.limits.max_aliases),
         max_quota_bytes: both(
             domain.limits.max_quota_bytes,
@@ -990,7 +1028,17 @@ mod tests {
     #[test]
     fn ids_are_plain_lowercase_words() {
         assert_eq!(check_id("id", " Acme-2 ").unwrap(), "acme-2");
-        for bad in ["", "-x", "a,b", "a=b", "a b", "ü", &"x".repeat(65), "a*", "a\0"] {
+        for bad in [
+            "",
+            "-x",
+            "a,b",
+            "a=b",
+            "a b",
+            "ü",
+            &"x".repeat(65),
+            "a*",
+            "a\0",
+        ] {
             assert!(check_id("id", bad).is_err(), "{bad:?}");
         }
     }

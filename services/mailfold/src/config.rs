@@ -908,9 +908,8 @@ fn read_api(root: &mut Section, errors: &mut Errors, enabled: bool) -> ApiConfig
         );
     }
     let tls = api.boolean("tls", errors).unwrap_or(false);
-    let operator_token = api
-        .path("operator_token_file", errors)
-        .and_then(|file| match std::fs::read_to_string(&file) {
+    let operator_token = api.path("operator_token_file", errors).and_then(|file| {
+        match std::fs::read_to_string(&file) {
             Ok(text) if text.trim().len() >= MIN_OPERATOR_TOKEN => Some(text.trim().to_string()),
             Ok(_) => {
                 errors.add(
@@ -926,15 +925,13 @@ fn read_api(root: &mut Section, errors: &mut Errors, enabled: bool) -> ApiConfig
                 );
                 None
             }
-        });
+        }
+    });
     let token_lifetime = api
         .duration("token_lifetime", errors)
         .unwrap_or(Duration::from_secs(3600));
     if !(Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600)).contains(&token_lifetime) {
-        errors.add(
-            &api.key("token_lifetime"),
-            "must be from 1m to 168h".into(),
-        );
+        errors.add(&api.key("token_lifetime"), "must be from 1m to 168h".into());
     }
     let max_body_size = api
         .integer("max_body_size", 1024, 16 * 1024 * 1024, errors)

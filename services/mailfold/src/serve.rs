@@ -52,7 +52,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     if config.roles.contains(&Role::Api) {
         let acceptor = if api_tls { tls.clone() } else { None };
-        start_api(&config, &directory, &metrics, acceptor, &stopping, &mut roles).await?;
+        start_api(
+            &config, &directory, &metrics, acceptor, &stopping, &mut roles,
+        )
+        .await?;
     }
     if config.roles.contains(&Role::Pop3) {
         start_pop3(

@@ -75,9 +75,10 @@ impl LdifBackend {
             ldif_format::parse(&text).map_err(|e| file_error("parsing", &config.path, e))?;
         let mut store = Store::default();
         for entry in entries {
+            // The operator reads this one: name the entry.
             store
                 .check_add(&entry, &base)
-                .map_err(|e| file_error("loading", &config.path, e))?;
+                .map_err(|e| file_error("loading", &config.path, format!("{}: {e}", entry.dn)))?;
             store.insert(entry);
         }
         Ok(LdifBackend {
@@ -428,7 +429,9 @@ fn apply(entry: &mut Entry, change: Change) -> Result<()> {
             for value in values {
                 if all.contains(&value) {
                     // attributeOrValueExists.
-                    return Err(DirectoryError::Conflict(format!("{name} already has {value}")));
+                    return Err(DirectoryError::Conflict(format!(
+                        "{name} already has {value}"
+                    )));
                 }
                 all.push(value);
             }
@@ -525,7 +528,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = sample(dir.path());
         let backend = LdifBackend::open(&config, BASE).unwrap();
-        backend.add(Actor::Service, alias("c@x.test")).await.unwrap();
+        backend
+            .add(Actor::Service, alias("c@x.test"))
+            .await
+            .unwrap();
 
         let reloaded = LdifBackend::open(&config, BASE).unwrap();
         let found = reloaded
@@ -545,7 +551,10 @@ mod tests {
     async fn a_taken_address_or_a_missing_parent_is_refused_like_slapd_does() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LdifBackend::open(&sample(dir.path()), BASE).unwrap();
-        let taken = backend.add(Actor::Service, alias("a@x.test")).await.unwrap_err();
+        let taken = backend
+            .add(Actor::Service, alias("a@x.test"))
+            .await
+            .unwrap_err();
         assert!(matches!(taken, DirectoryError::Conflict(_)), "{taken}");
 
         let mut orphan = alias("d@x.test");
@@ -578,7 +587,10 @@ mod tests {
             backend.delete(Actor::Service, &dn).await.unwrap_err(),
             DirectoryError::NotFound
         );
-        backend.add(Actor::Service, alias("e@x.test")).await.unwrap();
+        backend
+            .add(Actor::Service, alias("e@x.test"))
+            .await
+            .unwrap();
         assert!(matches!(
             backend.delete(Actor::Service, &parent).await,
             Err(DirectoryError::Conflict(_))
@@ -620,6 +632,6 @@ mod tests {
         )
         .unwrap();
         let error = LdifBackend::open(&config, BASE).err().unwrap().to_string();
-        assert!(error.contains("already exists"), "{error}");
+        assert!(error.contains("DC=example,dc=test: conflict"), "{error}");
     }
 }
