@@ -51,6 +51,13 @@ impl ApiMetrics {
             &["method", "result"],
         )
         .expect("valid counter definition");
+        // Every login outcome is on the page from the start, at 0, so that rates and alerts
+        // on it work before the first failure.
+        for method in ["basic", "bearer", "operator", "malformed"] {
+            for result in ["accepted", "refused", "throttled", "unavailable"] {
+                logins.with_label_values(&[method, result]);
+            }
+        }
         let metrics = ApiMetrics {
             requests,
             duration,
