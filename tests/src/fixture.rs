@@ -233,6 +233,40 @@ pub fn apply_swaps(mut text: String, swaps: &[(String, String)]) -> String {
     text
 }
 
+/// Writes the quick start, the conformance entries and `extra` into `folder/seed.ldif`: the
+/// seed of a test server's LDIF directory.
+pub fn write_seed(folder: &std::path::Path, extra: Option<&str>) -> std::path::PathBuf {
+    let seed = folder.join("seed.ldif");
+    let mut data = String::new();
+    for file in data_files() {
+        data.push_str(&std::fs::read_to_string(file).expect("test data"));
+        data.push('\n');
+    }
+    if let Some(extra) = extra {
+        data.push('\n');
+        data.push_str(extra);
+    }
+    std::fs::write(&seed, data).expect("writing the seed");
+    seed
+}
+
+/// The swaps that keep a quick-start copy's state (`var/`, its LDIF file and mail) in the
+/// copy's own folder, seeded from `seed`.
+pub fn state_swaps(seed: &std::path::Path) -> Vec<(String, String)> {
+    vec![
+        ("\"../var\"".to_string(), "\"var\"".to_string()),
+        (
+            "\"../var/directory.ldif\"".into(),
+            "\"var/directory.ldif\"".into(),
+        ),
+        ("\"../var/mail\"".into(), "\"var/mail\"".into()),
+        (
+            "\"quickstart.ldif\"".into(),
+            format!("{:?}", seed.display().to_string()),
+        ),
+    ]
+}
+
 /// The swaps that point a quick-start configuration at `slapd` instead of the LDIF file,
 /// reading with the read-only service account.
 pub fn ldap_swaps(slapd: &Slapd, timeout: &str) -> Vec<(String, String)> {

@@ -139,13 +139,7 @@ fn distinct_ports(count: usize) -> Vec<u16> {
 /// submissions, lmtp, pop3), with the api and smtp roles, the operator token, no login delay,
 /// and the directory on `slapd` (as the read-write API account) when given.
 fn write_config(folder: &Path, ports: &[u16], slapd: Option<&Slapd>, tls: bool) -> PathBuf {
-    let seed = folder.join("seed.ldif");
-    let mut data = String::new();
-    for file in fixture::data_files() {
-        data.push_str(&fs::read_to_string(file).unwrap());
-        data.push('\n');
-    }
-    fs::write(&seed, data).unwrap();
+    let seed = fixture::write_seed(folder, None);
     let token = folder.join("operator-token");
     fs::write(&token, format!("{OPERATOR_TOKEN}\n")).unwrap();
 
@@ -155,17 +149,8 @@ fn write_config(folder: &Path, ports: &[u16], slapd: Option<&Slapd>, tls: bool) 
         ports[0],
         token.display().to_string()
     );
-    let mut swaps = vec![
-        ("\"../var\"".to_string(), "\"var\"".to_string()),
-        (
-            "\"../var/directory.ldif\"".into(),
-            "\"var/directory.ldif\"".into(),
-        ),
-        ("\"../var/mail\"".into(), "\"var/mail\"".into()),
-        (
-            "\"quickstart.ldif\"".into(),
-            format!("{:?}", seed.display().to_string()),
-        ),
+    let mut swaps = fixture::state_swaps(&seed);
+    swaps.extend([
         (
             "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\"]".into(),
             "roles = [\"api\", \"smtp\"]".into(),
@@ -180,7 +165,7 @@ fn write_config(folder: &Path, ports: &[u16], slapd: Option<&Slapd>, tls: bool) 
             "failure_delay = \"1s\"\n".into(),
             "failure_delay = \"0ms\"\n".into(),
         ),
-    ];
+    ]);
     if let Some(slapd) = slapd {
         // The API writes: it needs the read-write account (docs/directory.md).
         let section = format!(

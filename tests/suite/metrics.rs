@@ -486,27 +486,12 @@ fn write_config(
     [api, mx, submission, submissions, lmtp, pop3, pop3s]: [u16; 7],
     slapd: Option<&Slapd>,
 ) -> PathBuf {
-    let seed = folder.join("seed.ldif");
-    let mut data = String::new();
-    for file in fixture::data_files() {
-        data.push_str(&std::fs::read_to_string(file).unwrap());
-        data.push('\n');
-    }
-    std::fs::write(&seed, data).unwrap();
+    let seed = fixture::write_seed(folder, None);
 
     let text = std::fs::read_to_string(repo_root().join("examples/quickstart.toml")).unwrap();
     let port = |port: u16| format!("127.0.0.1:{port}");
-    let mut swaps = vec![
-        ("\"../var\"".to_string(), "\"var\"".to_string()),
-        (
-            "\"../var/directory.ldif\"".into(),
-            "\"var/directory.ldif\"".into(),
-        ),
-        ("\"../var/mail\"".into(), "\"var/mail\"".into()),
-        (
-            "\"quickstart.ldif\"".into(),
-            format!("{:?}", seed.display().to_string()),
-        ),
+    let mut swaps = fixture::state_swaps(&seed);
+    swaps.extend([
         ("127.0.0.1:8080".into(), port(api)),
         ("127.0.0.1:1110".into(), port(pop3)),
         ("127.0.0.1:1995".into(), port(pop3s)),
@@ -514,7 +499,7 @@ fn write_config(
         ("127.0.0.1:2587".into(), port(submission)),
         ("127.0.0.1:2465".into(), port(submissions)),
         ("127.0.0.1:2424".into(), port(lmtp)),
-    ];
+    ]);
     if let Some(slapd) = slapd {
         swaps.extend(fixture::ldap_swaps(slapd, "2s"));
     }

@@ -1106,13 +1106,7 @@ fn write_config(
     slapd: Option<&Slapd>,
 ) -> PathBuf {
     // The seed: the quick start plus the conformance entries (rita's tenant lacks pop3).
-    let seed = folder.join("seed.ldif");
-    let mut data = String::new();
-    for file in fixture::data_files() {
-        data.push_str(&fs::read_to_string(file).unwrap());
-        data.push('\n');
-    }
-    fs::write(&seed, data).unwrap();
+    let seed = fixture::write_seed(folder, None);
 
     let text = fs::read_to_string(repo_root().join("examples/quickstart.toml")).unwrap();
     let auth = "failure_delay = \"0ms\"\nmax_failures_per_ip = 100000\n\
@@ -1121,17 +1115,8 @@ fn write_config(
     if setup.proxy_protocol {
         pop3_options.push_str("proxy_protocol = true\n");
     }
-    let mut swaps = vec![
-        ("\"../var\"".to_string(), "\"var\"".to_string()),
-        (
-            "\"../var/directory.ldif\"".into(),
-            "\"var/directory.ldif\"".into(),
-        ),
-        ("\"../var/mail\"".into(), "\"var/mail\"".into()),
-        (
-            "\"quickstart.ldif\"".into(),
-            format!("{:?}", seed.display().to_string()),
-        ),
+    let mut swaps = fixture::state_swaps(&seed);
+    swaps.extend([
         // The SMTP roles of the quick start are not under test here; their fixed ports
         // would collide between tests running at once.
         (
@@ -1143,7 +1128,7 @@ fn write_config(
         ("127.0.0.1:1995".into(), format!("127.0.0.1:{pop3s}")),
         ("plaintext = \"loopback\"\n".into(), pop3_options),
         ("failure_delay = \"1s\"\n".into(), auth.into()),
-    ];
+    ]);
     if let Some(slapd) = slapd {
         swaps.extend(fixture::ldap_swaps(slapd, "5s"));
     }

@@ -632,7 +632,7 @@ impl TestServer {
     fn start(setup: Setup) -> TestServer {
         let folder = tempfile::tempdir().unwrap();
         let ports = distinct_ports();
-        let seed = write_seed(folder.path(), setup.extra);
+        let seed = fixture::write_seed(folder.path(), setup.extra);
         let slapd = (setup.backend == Backend::Slapd).then(|| {
             Slapd::start(SlapdOptions {
                 suffix: SUFFIX.to_string(),
@@ -795,22 +795,6 @@ fn greets(port: u16) -> bool {
     BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("220")
 }
 
-/// The quick start, the conformance entries and `extra`, as one LDIF file.
-fn write_seed(folder: &Path, extra: Option<&str>) -> PathBuf {
-    let seed = folder.join("seed.ldif");
-    let mut data = String::new();
-    for file in fixture::data_files() {
-        data.push_str(&fs::read_to_string(file).unwrap());
-        data.push('\n');
-    }
-    if let Some(extra) = extra {
-        data.push('\n');
-        data.push_str(extra);
-    }
-    fs::write(&seed, data).unwrap();
-    seed
-}
-
 /// examples/quickstart.toml with ports, state and directory moved into the test's folder, the
 /// pop3 role left out, and the test's options.
 fn write_config(
@@ -830,17 +814,8 @@ fn write_config(
         text = text.replace("postmaster = \"alice@acme.test\"\n", "");
         smtp_options.push_str(&format!("postmaster = \"{postmaster}\"\n"));
     }
-    let mut swaps = vec![
-        ("\"../var\"".to_string(), "\"var\"".to_string()),
-        (
-            "\"../var/directory.ldif\"".into(),
-            "\"var/directory.ldif\"".into(),
-        ),
-        ("\"../var/mail\"".into(), "\"var/mail\"".into()),
-        (
-            "\"quickstart.ldif\"".into(),
-            format!("{:?}", seed.display().to_string()),
-        ),
+    let mut swaps = fixture::state_swaps(&seed);
+    swaps.extend([
         (
             "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\"]".into(),
             "roles = [\"api\", \"smtp\", \"lmtp\"]".into(),
@@ -854,7 +829,7 @@ fn write_config(
             "failure_delay = \"1s\"\n".into(),
             "failure_delay = \"0ms\"\n".into(),
         ),
-    ];
+    ]);
     // The second `plaintext = "loopback"` is the [smtp] one.
     let smtp_plaintext = text
         .rfind("plaintext = \"loopback\"\n")

@@ -23,7 +23,7 @@ use crate::audit::{self, Actor};
 use crate::auth::Operator;
 use crate::error::ApiError;
 use crate::input::{self, Fields};
-use crate::tenant::{OneName, QueryParams, TwoNames, name_of, names_of, page_of};
+use crate::tenant::{OneName, QueryParams, TwoNames, mailbox_page, name_of, names_of, page_of};
 use crate::{ApiState, ShardPolicy, views};
 
 /// The operator routes.
@@ -248,15 +248,7 @@ async fn list_mailboxes(
 ) -> Result<Response, ApiError> {
     let page = page_of(query)?;
     let domain = state.directory().local_domain(&name_of(path)?).await?;
-    let mailboxes = state.directory().mailboxes(&domain).await?;
-    let (mailboxes, next) = page.cut(mailboxes, |m| m.address.to_string());
-    let usage = state.usage(&mailboxes).await;
-    let items: Vec<Value> = mailboxes
-        .iter()
-        .zip(usage)
-        .map(|(m, u)| views::mailbox_for_operator(m, u))
-        .collect();
-    Ok(axum::Json(json!({ "items": items, "next": next })).into_response())
+    mailbox_page(&state, &domain, &page, views::mailbox_for_operator).await
 }
 
 async fn create_mailbox(

@@ -288,13 +288,23 @@ async fn list_mailboxes(
 ) -> Result<Response, ApiError> {
     let page = page_of(query)?;
     let domain = owned_domain(&state, &caller, &name_of(path)?).await?;
-    let mailboxes = state.directory().mailboxes(&domain).await?;
+    mailbox_page(&state, &domain, &page, views::mailbox).await
+}
+
+/// One page of a domain's mailboxes with their usage, each shown by `view`.
+pub(crate) async fn mailbox_page(
+    state: &ApiState,
+    domain: &LocalDomain,
+    page: &Page,
+    view: fn(&mailfold_directory::Mailbox, Option<mailfold_store::Usage>) -> Value,
+) -> Result<Response, ApiError> {
+    let mailboxes = state.directory().mailboxes(domain).await?;
     let (mailboxes, next) = page.cut(mailboxes, |m| m.address.to_string());
     let usage = state.usage(&mailboxes).await;
     let items: Vec<Value> = mailboxes
         .iter()
         .zip(usage)
-        .map(|(m, u)| views::mailbox(m, u))
+        .map(|(m, u)| view(m, u))
         .collect();
     Ok(axum::Json(json!({ "items": items, "next": next })).into_response())
 }
