@@ -1041,6 +1041,49 @@ mod tests {
     }
 
     #[test]
+    fn api_options_have_safe_defaults_and_checked_values() {
+        let config = parse(LDIF, Path::new("/etc/mailfold")).unwrap();
+        assert_eq!(config.api.operator_token, None, "the operator api starts closed");
+        assert!(!config.api.tls);
+        assert_eq!(config.api.token_lifetime, Duration::from_secs(3600));
+        assert_eq!(config.api.max_body_size, 65536);
+
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(folder.path().join("short"), "tooshort\n").unwrap();
+        std::fs::write(folder.path().join("good"), format!("{}\n", "k".repeat(40))).unwrap();
+        let text = format!(
+            "{LDIF}[api]\noperator_token_file = \"good\"\nshard_placement = \"spread\"\n"
+        );
+        let config = parse(&text, folder.path()).unwrap();
+        assert_eq!(config.api.operator_token, Some("k".repeat(40)));
+        assert_eq!(config.api.shard_placement, mailfold_api::ShardPolicy::Spread);
+
+        let text = format!(
+            "{LDIF}[api]\noperator_token_file = \"short\"\ntoken_lifetime = \"10s\"\n\
+             shard_placement = \"random\"\nmax_body_size = 10\nrequest_timeout = \"0s\"\n"
+        );
+        let errors: Vec<String> = parse(&text, folder.path())
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        for expected in [
+            "api.operator_token_file: the token must be at least 32 characters",
+            "api.token_lifetime: must be from 1m to 168h",
+            "api.shard_placement: unknown policy \"random\"",
+            "api.max_body_size:",
+            "api.request_timeout: must be more than 0",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(expected)),
+                "{expected} not in {errors:#?}"
+            );
+        }
+        let missing = format!("{LDIF}[api]\noperator_token_file = \"absent\"\n");
+        assert!(parse(&missing, folder.path()).is_err());
+    }
+
+    #[test]
     fn ldap_needs_a_url_credentials_and_a_ca_for_tls() {
         let text = "[directory]\nbackend = \"ldap\"\nbase_dn = \"dc=x\"\n\
                     [directory.ldap]\nurl = \"ldaps://127.0.0.1:636\"\ntimeout = \"2s\"\n";
