@@ -1043,7 +1043,10 @@ mod tests {
     #[test]
     fn api_options_have_safe_defaults_and_checked_values() {
         let config = parse(LDIF, Path::new("/etc/mailfold")).unwrap();
-        assert_eq!(config.api.operator_token, None, "the operator api starts closed");
+        assert_eq!(
+            config.api.operator_token, None,
+            "the operator api starts closed"
+        );
         assert!(!config.api.tls);
         assert_eq!(config.api.token_lifetime, Duration::from_secs(3600));
         assert_eq!(config.api.max_body_size, 65536);
@@ -1051,12 +1054,14 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         std::fs::write(folder.path().join("short"), "tooshort\n").unwrap();
         std::fs::write(folder.path().join("good"), format!("{}\n", "k".repeat(40))).unwrap();
-        let text = format!(
-            "{LDIF}[api]\noperator_token_file = \"good\"\nshard_placement = \"spread\"\n"
-        );
+        let text =
+            format!("{LDIF}[api]\noperator_token_file = \"good\"\nshard_placement = \"spread\"\n");
         let config = parse(&text, folder.path()).unwrap();
         assert_eq!(config.api.operator_token, Some("k".repeat(40)));
-        assert_eq!(config.api.shard_placement, mailfold_api::ShardPolicy::Spread);
+        assert_eq!(
+            config.api.shard_placement,
+            mailfold_api::ShardPolicy::Spread
+        );
 
         let text = format!(
             "{LDIF}[api]\noperator_token_file = \"short\"\ntoken_lifetime = \"10s\"\n\
