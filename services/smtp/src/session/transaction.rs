@@ -4,7 +4,7 @@
 use mailfold_directory::{Mailbox, Resolution, Service};
 use mailfold_store::{QuotaLimit, StoreError};
 
-use super::{Accepted, MAX_RECIPIENTS, Session, Transaction};
+use super::{Accepted, External, MAX_RECIPIENTS, QUEUED, Session, Transaction};
 use crate::Mode;
 use crate::codec::{ForwardPath, MailParameters, Reply, ReversePath};
 
@@ -88,10 +88,21 @@ impl Session {
             .and_then(|p| p.size)
             .unwrap_or(0);
         match self.check_recipient(&address, size).await {
-            Ok(mailboxes) => {
+            Ok(Routed {
+                mailboxes,
+                external,
+            }) => {
                 // Each mailbox once per transaction; the RCPT remembers which it reaches, so
                 // LMTP can answer it (RFC 2033 §4.2: one reply per successful RCPT).
-                let ids: Vec<String> = mailboxes.iter().map(|m| m.id.clone()).collect();
+                let mut ids: Vec<String> = mailboxes.iter().map(|m| m.id.clone()).collect();
+                if !external.is_empty() {
+                    ids.push(QUEUED.to_string());
+                }
+                for outside in external {
+                    if !self.transaction.external.contains(&outside) {
+                        self.transaction.external.push(outside);
+                    }
+                }
                 for mailbox in mailboxes {
                     let duplicate = self
                         .transaction
@@ -126,13 +137,32 @@ impl Session {
         }
     }
 
-    /// The mailboxes a recipient address delivers to, or the reply that refuses it.
-    pub(super) async fn check_recipient(
-        &self,
-        address: &str,
-        size: u64,
-    ) -> Result<Vec<Mailbox>, Reply> {
+    /// The mailboxes and outside addresses a recipient address delivers to, or the reply
+    /// that refuses it.
+    pub(super) async fn check_recipient(&self, address: &str, size: u64) -> Result<Routed, Reply> {
         let temporary = || Reply::new(451, Some((4, 3, 0)), "temporary failure, try again later");
+        let queue = self.services.queue.as_ref();
+
+        // A bounce to one of this server's SRS addresses goes back to the original sender.
+        if let Some(srs) = queue.and_then(|q| q.srs())
+            && srs.is_srs(address)
+        {
+            return match srs.reverse(address) {
+                Ok(original) => Ok(Routed {
+                    mailboxes: Vec::new(),
+                    external: vec![External {
+                        address: original,
+                        forwarded_by: None,
+                        tenant: "-".to_string(),
+                    }],
+                }),
+                Err(error) => {
+                    tracing::info!(%address, cause = %error, "[smtp] srs address refused");
+                    Err(Reply::new(550, Some((5, 1, 1)), "no such user"))
+                }
+            };
+        }
+
         let resolution = match self.services.directory.resolve_recipient(address).await {
             Ok(resolution) => resolution,
             Err(error) if error.is_temporary() => return Err(temporary()),
@@ -144,7 +174,21 @@ impl Session {
                 ));
             }
         };
-        let (mailboxes, external) = match resolution {
+        let (mut mailboxes, mut external) = match resolution {
+            // A logged-in user may send anywhere, through the queue.
+            Resolution::NotLocal if self.mode == Mode::Submission && queue.is_some() => {
+                let tenant = self
+                    .user
+                    .as_ref()
+                    .map(|u| u.tenant.clone())
+                    .unwrap_or_default();
+                let outside = External {
+                    address: address.to_string(),
+                    forwarded_by: None,
+                    tenant,
+                };
+                (Vec::new(), vec![outside])
+            }
             // RFC 5321 §3.6.2: only local domains; no relaying without authentication.
             Resolution::NotLocal => {
                 return Err(Reply::new(550, Some((5, 7, 1)), "relay access denied"));
@@ -157,22 +201,70 @@ impl Session {
                 if !mailbox.allows(Service::Deliver) {
                     return Err(Reply::new(550, Some((5, 2, 1)), "mailbox disabled"));
                 }
-                (vec![mailbox], false)
+                (vec![mailbox], Vec::new())
             }
             Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion } => {
                 if expansion.mailboxes.is_empty() && expansion.external.is_empty() {
                     return Err(Reply::new(550, Some((5, 1, 1)), "no such user"));
                 }
-                (expansion.mailboxes, !expansion.external.is_empty())
+                let tenant = expansion
+                    .mailboxes
+                    .first()
+                    .map(|m| m.tenant.clone())
+                    .unwrap_or_else(|| "-".to_string());
+                let external = expansion
+                    .external
+                    .iter()
+                    .map(|target| External {
+                        address: target.to_string(),
+                        forwarded_by: Some(address.to_string()),
+                        tenant: tenant.clone(),
+                    })
+                    .collect();
+                (expansion.mailboxes, external)
             }
         };
-        // TODO: forwarding to other hosts needs the outbound queue (its own issue); until then
-        // a recipient that would forward waits (4xx) rather than losing the forwarded copy.
-        if external || mailboxes.iter().any(|m| !m.forward.is_empty()) {
+        // Forward addresses of the mailboxes reached, one level deep: a local target gets its
+        // copy in its own mailbox, an outside one through the queue.
+        let forwarding: Vec<(String, String, String)> = mailboxes
+            .iter()
+            .flat_map(|m| {
+                m.forward
+                    .iter()
+                    .map(|f| (f.clone(), m.address.to_string(), m.tenant.clone()))
+            })
+            .collect();
+        for (target, owner, tenant) in forwarding {
+            match self.services.directory.resolve_recipient(&target).await {
+                Ok(Resolution::NotLocal) => external.push(External {
+                    address: target,
+                    forwarded_by: Some(owner),
+                    tenant,
+                }),
+                Ok(Resolution::Mailbox(mailbox)) if mailbox.allows(Service::Deliver) => {
+                    if !mailboxes.iter().any(|m| m.id == mailbox.id) {
+                        mailboxes.push(mailbox);
+                    }
+                }
+                Ok(Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion }) => {
+                    for mailbox in expansion.mailboxes {
+                        if !mailboxes.iter().any(|m| m.id == mailbox.id) {
+                            mailboxes.push(mailbox);
+                        }
+                    }
+                }
+                Ok(_) => tracing::warn!(%owner, %target, "[smtp] forward address reaches nobody"),
+                Err(error) if error.is_temporary() => return Err(temporary()),
+                Err(_) => tracing::warn!(%owner, %target, "[smtp] forward address is invalid"),
+            }
+        }
+        if !external.is_empty() && queue.is_none() {
+            // TODO: without the queue role configured, forwarding to other hosts waits (4xx)
+            // rather than losing the forwarded copy; it goes once [queue] is set up.
             return Err(Reply::new(
                 451,
                 Some((4, 3, 2)),
-                "forwarding to other hosts is not available yet",
+                "forwarding to other hosts is not available",
             ));
         }
 
@@ -209,8 +301,19 @@ impl Session {
                 }
             }
         }
-        Ok(mailboxes)
+        Ok(Routed {
+            mailboxes,
+            external,
+        })
     }
+}
+
+/// Where a recipient's copies go.
+pub(super) struct Routed {
+    /// Local mailboxes.
+    pub mailboxes: Vec<Mailbox>,
+    /// Outside addresses, through the queue.
+    pub external: Vec<External>,
 }
 
 /// The `reason` label of a rejection.
@@ -222,6 +325,7 @@ pub(super) fn reject_reason(reply: &Reply) -> &'static str {
         (_, Some((_, 2, 2))) => "quota",
         (552, _) => "size",
         (550, Some((5, 6, 0))) => "bare_line_ending",
+        (554, Some((5, 4, 6))) => "loop",
         (code, _) if code >= 500 => "other",
         _ => "temporary",
     }
