@@ -842,7 +842,7 @@ fn write_config(
             format!("{:?}", seed.display().to_string()),
         ),
         (
-            "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\"]".into(),
+            "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\", \"queue\"]".into(),
             "roles = [\"api\", \"smtp\", \"lmtp\"]".into(),
         ),
         ("127.0.0.1:8080".into(), format!("127.0.0.1:{api}")),

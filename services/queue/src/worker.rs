@@ -582,8 +582,9 @@ impl Shared {
             {
                 recipient.state = State::Failed;
                 let last = recipient.last_reply.take().unwrap_or_default();
+                // RFC 3463 X.4.7: delivery time expired.
                 recipient.last_reply = Some(format!(
-                    "expired after {} without delivery; last reply: {last}",
+                    "451 4.4.7 expired after {} without delivery; last reply: {last}",
                     human(schedule.lifetime)
                 ));
                 self.metrics.delivery("bounced");
