@@ -10,10 +10,10 @@
 #                       "No configuration", so no Postfix service is set up or started
 #   fetchmail           a real POP3 fetcher for the pop3 suite
 #
-# Python packages (aiosmtpd, dkimpy) come from tests/clients/requirements.txt.
+# Python packages (aiosmtpd, dkimpy, dnspython) come from tests/clients/requirements.txt.
 set -euo pipefail
 
-if ! python3 -c "import aiosmtpd, dkim" >/dev/null 2>&1; then
+if ! python3 -c "import aiosmtpd, dkim, dns.message" >/dev/null 2>&1; then
   echo "tests/install-deps.sh: installing tests/clients/requirements.txt" >&2
   python3 -m pip install --quiet -r "$(dirname "$0")/clients/requirements.txt"
 fi

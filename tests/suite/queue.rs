@@ -203,6 +203,125 @@ fn a_bounce_that_cannot_be_delivered_is_dropped_not_bounced_again() {
     assert!(mailfold.log_text().contains("undeliverable bounce dropped"));
 }
 
+#[test]
+fn starttls_is_used_when_offered_and_a_policy_can_require_it() {
+    // A peer with a certificate offers STARTTLS: the delivery goes over TLS.
+    let certificate = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        certificate.path().join("peer.crt"),
+        certificate.path().join("peer.key"),
+    );
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let secure = Peer::start_with(&["--cert", path_text(&cert), "--key", path_text(&key)]);
+    let mut mailfold = Mailfold::new(&secure, "tls = \"require\"\n");
+    mailfold.start();
+    mailfold.submit(
+        "alice@acme.test",
+        &["tls@example.org"],
+        "Subject: tls\r\n\r\nx\r\n",
+    );
+    let received = secure.wait_for(1);
+    assert!(received[0].0.contains("\"tls\": true"), "{}", received[0].0);
+    mailfold.wait_until_empty();
+
+    // A peer without it is not used when TLS is required: the message waits.
+    let plain = Peer::start();
+    let mut mailfold = Mailfold::new(&plain, "tls = \"require\"\n");
+    mailfold.start();
+    mailfold.submit(
+        "alice@acme.test",
+        &["tls@example.org"],
+        "Subject: tls\r\n\r\nx\r\n",
+    );
+    let ids = mailfold.wait_for_deferred(1);
+    let show = mailfold.cli(&["queue", "show", &ids[0]]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("does not offer STARTTLS"), "{text}");
+    assert!(plain.messages().is_empty());
+}
+
+#[test]
+fn domains_without_a_route_go_to_their_mx_or_their_address_and_missing_ones_bounce() {
+    let peer = Peer::start();
+    let dns = Dns::start(
+        r#"{"example.net.": {"MX": ["20 backup.example.net.", "10 mx1.example.net."]},
+            "mx1.example.net.": {"A": ["127.0.0.1"]},
+            "backup.example.net.": {"A": ["127.0.0.2"]},
+            "implicit.example.": {"A": ["127.0.0.1"]},
+            "nullmx.example.": {"MX": ["0 ."]}}"#,
+    );
+    let options = format!(
+        "nameservers = [\"127.0.0.1:{}\"]\nmx_port = {}\n",
+        dns.port, peer.port
+    );
+    let mut mailfold = Mailfold::new(&peer, &options);
+    mailfold.start();
+    mailfold.submit(
+        "alice@acme.test",
+        &[
+            "a@example.net",
+            "b@implicit.example",
+            "c@missing.example",
+            "d@nullmx.example",
+        ],
+        "Subject: by mx\r\n\r\nx\r\n",
+    );
+    // RFC 5321 §5.1: the best MX; with no MX, the domain's own address.
+    let received = peer.wait_for(2);
+    let all: String = received.iter().map(|(meta, _)| meta.clone()).collect();
+    assert!(
+        all.contains("a@example.net") && all.contains("b@implicit.example"),
+        "{all}"
+    );
+
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reports: String = mailfold
+            .messages(ALICE_STORE)
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect();
+        let missing = reports.contains(
+            "Final-Recipient: rfc822; c@missing.example\r\nAction: failed\r\nStatus: 5.1.2",
+        );
+        let null = reports.contains(
+            "Final-Recipient: rfc822; d@nullmx.example\r\nAction: failed\r\nStatus: 5.1.10",
+        );
+        if missing && null {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reports so far:\n{reports}\n{}",
+            mailfold.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mailfold.wait_until_empty();
+}
+
 // --- crash safety ---
 
 #[test]
@@ -483,6 +602,10 @@ struct Peer {
 
 impl Peer {
     fn start() -> Peer {
+        Peer::start_with(&[])
+    }
+
+    fn start_with(arguments: &[&str]) -> Peer {
         let folder = tempfile::tempdir().unwrap();
         let dir = folder.path().join("received");
         fs::create_dir_all(&dir).unwrap();
@@ -496,6 +619,7 @@ impl Peer {
             .arg(&dir)
             .arg("--control")
             .arg(&control)
+            .args(arguments)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -560,6 +684,40 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// tests/clients/dns_peer.py on a free UDP port with `zone`.
+struct Dns {
+    child: Child,
+    port: u16,
+}
+
+impl Dns {
+    fn start(zone: &str) -> Dns {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(repo_root().join("tests/clients/dns_peer.py"))
+            .args(["--port", &port.to_string(), "--zone", zone])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with dnspython (tests/install-deps.sh installs it)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("dns stdout");
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "dns_peer.py did not start");
+        Dns { child, port }
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn path_text(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temporary path")
 }
 
 /// A string field of the peer's metadata JSON (flat, written by json.dump).

@@ -84,11 +84,11 @@ impl Srs {
         if upper.starts_with("SRS1") && is_separator(local.as_bytes().get(4)) {
             // SRS1 already: keep its first forwarder, sign it again.
             let rest = &local[5..];
-            if let Some((_, tail)) = rest.split_once('=') {
-                if let Some((first, original)) = tail.split_once("==") {
-                    let hash = self.hash(&[first, original]);
-                    return format!("SRS1={hash}={first}=={original}@{}", self.domain);
-                }
+            if let Some((_, tail)) = rest.split_once('=')
+                && let Some((first, original)) = tail.split_once("==")
+            {
+                let hash = self.hash(&[first, original]);
+                return format!("SRS1={hash}={first}=={original}@{}", self.domain);
             }
         }
         let stamp = timestamp(day);
