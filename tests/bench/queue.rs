@@ -48,7 +48,11 @@ const SLOW_CONNECTIONS: usize = 4;
 
 fn main() {
     let binary = mailfold_binary();
-    assert!(binary.is_file(), "{} is missing: cargo build --release -p mailfold", binary.display());
+    assert!(
+        binary.is_file(),
+        "{} is missing: cargo build --release -p mailfold",
+        binary.display()
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,7 +61,9 @@ fn main() {
     let seed = folder.path().join("bench.ldif");
     fs::write(&seed, bench_directory(1)).unwrap();
 
-    println!("| concurrency | messages | submitted in | relayed in | relayed/s | server CPU/msg | peak RSS |");
+    println!(
+        "| concurrency | messages | submitted in | relayed in | relayed/s | server CPU/msg | peak RSS |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for concurrency in CONCURRENCY {
         let run = folder.path().join(format!("run-{concurrency}"));
@@ -79,12 +85,19 @@ fn main() {
     }
 
     println!();
-    println!("Slow remote ({SLOW_DELAY} s per DATA, {SLOW_CONNECTIONS} connections), {SLOW_MESSAGES} messages:");
+    println!(
+        "Slow remote ({SLOW_DELAY} s per DATA, {SLOW_CONNECTIONS} connections), {SLOW_MESSAGES} messages:"
+    );
     println!();
     println!("| second | queued |");
     println!("| --- | --- |");
     let sink = Sink::start(SLOW_DELAY);
-    let bench = Bench::start(&folder.path().join("slow"), &seed, sink.port, SLOW_CONNECTIONS);
+    let bench = Bench::start(
+        &folder.path().join("slow"),
+        &seed,
+        sink.port,
+        SLOW_CONNECTIONS,
+    );
     let started = Instant::now();
     let submit = runtime.spawn({
         let submission = bench.submission;
@@ -216,7 +229,10 @@ impl Bench {
             if sent as usize >= messages {
                 return (submitted, started.elapsed());
             }
-            assert!(started.elapsed() < Duration::from_secs(600), "relay did not finish");
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "relay did not finish"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -249,14 +265,20 @@ impl Bench {
 /// One connection's share: messages `connection`, `connection + concurrency`, ... Returns
 /// how many got their 250.
 async fn submit_share(port: u16, connection: usize, concurrency: usize, messages: usize) -> usize {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connecting");
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connecting");
     stream.set_nodelay(true).expect("TCP_NODELAY");
     let mut client = BufReader::new(stream);
     expect(&mut client, 220).await;
     send(&mut client, b"EHLO bench.test\r\n").await;
     expect(&mut client, 250).await;
     // AUTH PLAIN "\0m00000@bench.test\0frank-pw".
-    send(&mut client, b"AUTH PLAIN AG0wMDAwMEBiZW5jaC50ZXN0AGZyYW5rLXB3\r\n").await;
+    send(
+        &mut client,
+        b"AUTH PLAIN AG0wMDAwMEBiZW5jaC50ZXN0AGZyYW5rLXB3\r\n",
+    )
+    .await;
     expect(&mut client, 235).await;
     let mut accepted = 0;
     for number in (connection..messages).step_by(concurrency) {
@@ -287,7 +309,10 @@ async fn expect(client: &mut BufReader<TcpStream>, code: u16) {
         let mut line = String::new();
         let read = client.read_line(&mut line).await.expect("reading a reply");
         assert!(read > 0, "connection closed waiting for {code}");
-        assert!(line.starts_with(&code.to_string()), "expected {code}, got {line}");
+        assert!(
+            line.starts_with(&code.to_string()),
+            "expected {code}, got {line}"
+        );
         if line.as_bytes().get(3) != Some(&b'-') {
             return;
         }

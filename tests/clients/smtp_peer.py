@@ -22,6 +22,7 @@ import ssl
 import sys
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Handler:
@@ -62,6 +63,7 @@ class Handler:
             "rcpt_tos": envelope.rcpt_tos,
             "mail_options": envelope.mail_options,
             "tls": session.ssl is not None,
+            "authenticated": bool(session.authenticated),
         }
         with open(stem + ".json.tmp", "w") as file:
             json.dump(meta, file)
@@ -76,7 +78,18 @@ def main():
     parser.add_argument("--control", required=True)
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--auth", help="user:password required (AUTH over TLS only)")
     arguments = parser.parse_args()
+
+    options = {}
+    if arguments.auth:
+        user, password = arguments.auth.encode().split(b":", 1)
+
+        def authenticator(server, session, envelope, mechanism, data):
+            good = isinstance(data, LoginPassword) and (data.login, data.password) == (user, password)
+            return AuthResult(success=good)
+
+        options = {"authenticator": authenticator, "auth_required": True}
 
     context = None
     if arguments.cert:
@@ -92,6 +105,7 @@ def main():
         data_size_limit=50 * 1024 * 1024,
         decode_data=False,
         enable_SMTPUTF8=True,
+        **options,
     )
     controller.start()
     print("ready", flush=True)

@@ -206,34 +206,7 @@ fn a_bounce_that_cannot_be_delivered_is_dropped_not_bounced_again() {
 #[test]
 fn starttls_is_used_when_offered_and_a_policy_can_require_it() {
     // A peer with a certificate offers STARTTLS: the delivery goes over TLS.
-    let certificate = tempfile::tempdir().unwrap();
-    let (cert, key) = (
-        certificate.path().join("peer.crt"),
-        certificate.path().join("peer.key"),
-    );
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("running openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (_certificate, cert, key) = certificate();
     let secure = Peer::start_with(&["--cert", path_text(&cert), "--key", path_text(&key)]);
     let mut mailfold = Mailfold::new(&secure, "tls = \"require\"\n");
     mailfold.start();
@@ -320,6 +293,72 @@ fn domains_without_a_route_go_to_their_mx_or_their_address_and_missing_ones_boun
         std::thread::sleep(Duration::from_millis(100));
     }
     mailfold.wait_until_empty();
+}
+
+#[test]
+fn a_smarthost_takes_everything_after_auth_over_starttls() {
+    let (_certificate, cert, key) = certificate();
+    let smarthost = Peer::start_with(&[
+        "--cert",
+        path_text(&cert),
+        "--key",
+        path_text(&key),
+        "--auth",
+        "relay-user:relay-pw",
+    ]);
+    // No route for elsewhere.test and no DNS: only the smarthost can take it.
+    let options = format!(
+        "smarthost = \"127.0.0.1:{}\"\nsmarthost_user = \"relay-user\"\n\
+         smarthost_password = \"relay-pw\"\nnameservers = [\"127.0.0.1:9\"]\n",
+        smarthost.port
+    );
+    let mut mailfold = Mailfold::new(&smarthost, &options);
+    mailfold.start();
+    mailfold.submit(
+        "alice@acme.test",
+        &["far@elsewhere.test"],
+        "Subject: via relay\r\n\r\nx\r\n",
+    );
+    let received = smarthost.wait_for(1);
+    let meta = &received[0].0;
+    assert!(
+        meta.contains("far@elsewhere.test") && meta.contains("\"authenticated\": true"),
+        "{meta}"
+    );
+    assert!(meta.contains("\"tls\": true"), "{meta}");
+    mailfold.wait_until_empty();
+}
+
+#[test]
+fn a_delay_warning_tells_the_sender_once_and_the_message_is_still_delivered() {
+    let peer = Peer::start();
+    peer.set(r#"{"rcpt": {"*": "451 4.2.0 mailbox busy"}}"#);
+    let mut mailfold = Mailfold::new(&peer, "delay_warning = \"1s\"\n");
+    mailfold.start();
+    mailfold.submit(
+        "alice@acme.test",
+        &["busy@example.org"],
+        "Subject: patience\r\n\r\nx\r\n",
+    );
+    let reports = mailfold.wait_for_messages(ALICE_STORE, 1);
+    let report = String::from_utf8_lossy(&reports[0]);
+    assert!(
+        report.contains("Subject: Delayed Mail (still being retried)\r\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Action: delayed\r\nStatus: 4.2.0\r\n"),
+        "{report}"
+    );
+
+    peer.set("{}");
+    peer.wait_for(1);
+    mailfold.wait_until_empty();
+    assert_eq!(
+        mailfold.messages(ALICE_STORE).len(),
+        1,
+        "one warning, no failure report"
+    );
 }
 
 // --- crash safety ---
@@ -714,6 +753,31 @@ impl Drop for Dns {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 made by openssl: (its folder, certificate, key).
+fn certificate() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let folder = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        folder.path().join("peer.crt"),
+        folder.path().join("peer.key"),
+    );
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (folder, cert, key)
 }
 
 fn path_text(path: &Path) -> &str {

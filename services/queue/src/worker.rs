@@ -84,6 +84,9 @@ struct WorkState {
     index: HashMap<String, (u64, bool)>,
     /// Messages being delivered.
     flights: HashMap<String, Flight>,
+    /// Messages whose round is being concluded (envelope not saved yet): not due, whatever the
+    /// index says, or a second round would start from the envelope before this one.
+    finishing: std::collections::HashSet<String>,
     /// Jobs waiting per destination domain, and the connections serving each.
     destinations: HashMap<String, Destination>,
 }
@@ -219,10 +222,15 @@ impl Shared {
         let mut state = self.state();
         state.index.extend(loaded);
         let present: std::collections::HashSet<&String> = ids.iter().collect();
-        let flights: Vec<String> = state.flights.keys().cloned().collect();
+        let busy: Vec<String> = state
+            .flights
+            .keys()
+            .chain(state.finishing.iter())
+            .cloned()
+            .collect();
         state
             .index
-            .retain(|id, _| present.contains(id) || flights.contains(id));
+            .retain(|id, _| present.contains(id) || busy.contains(id));
     }
 
     fn update_depth(&self) {
@@ -239,7 +247,11 @@ impl Shared {
             state
                 .index
                 .iter()
-                .filter(|(id, (next, _))| *next <= now && !state.flights.contains_key(*id))
+                .filter(|(id, (next, _))| {
+                    *next <= now
+                        && !state.flights.contains_key(*id)
+                        && !state.finishing.contains(*id)
+                })
                 .map(|(id, _)| id.clone())
                 .collect()
         };
@@ -542,21 +554,29 @@ impl Shared {
 
     /// The end of a round for one message: bounces, then removal or the next attempt.
     async fn finish(self: &Arc<Self>, id: &str) {
-        let Some(flight) = self.state().flights.remove(id) else {
-            return;
+        let flight = {
+            let mut state = self.state();
+            let Some(flight) = state.flights.remove(id) else {
+                return;
+            };
+            state.finishing.insert(id.to_string());
+            flight
         };
         let shared = self.clone();
         let id = id.to_string();
         let done = tokio::task::spawn_blocking(move || shared.conclude(flight)).await;
+        let mut state = self.state();
+        state.finishing.remove(&id);
         match done {
             Ok(Some((id, next))) => {
-                self.state().index.insert(id, (next, true));
+                state.index.insert(id, (next, true));
             }
             Ok(None) => {
-                self.state().index.remove(&id);
+                state.index.remove(&id);
             }
             Err(_) => tracing::error!(queue_id = %id, "[queue] finishing a message failed"),
         }
+        drop(state);
         self.update_depth();
     }
 
