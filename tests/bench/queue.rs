@@ -89,8 +89,8 @@ fn main() {
         "Slow remote ({SLOW_DELAY} s per DATA, {SLOW_CONNECTIONS} connections), {SLOW_MESSAGES} messages:"
     );
     println!();
-    println!("| second | queued |");
-    println!("| --- | --- |");
+    println!("| second | queued | relayed |");
+    println!("| --- | --- | --- |");
     let sink = Sink::start(SLOW_DELAY);
     let bench = Bench::start(
         &folder.path().join("slow"),
@@ -99,28 +99,39 @@ fn main() {
         SLOW_CONNECTIONS,
     );
     let started = Instant::now();
-    let submit = runtime.spawn({
-        let submission = bench.submission;
-        async move { submit_share(submission, 0, 10, SLOW_MESSAGES).await }
+    let submission = bench.submission;
+    let submit = runtime.spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for connection in 0..10 {
+            tasks.spawn(submit_share(submission, connection, 10, SLOW_MESSAGES));
+        }
+        let mut accepted = 0;
+        while let Some(result) = tasks.join_next().await {
+            accepted += result.expect("client task");
+        }
+        (accepted, started.elapsed())
     });
     let mut second = 0;
-    let mut seen_messages = false;
     loop {
         std::thread::sleep(Duration::from_secs(1));
         second += 1;
         let queued = bench.gauge("mailfold_queue_messages");
         let sent = bench.counter("mailfold_queue_deliveries_total{result=\"sent\"}");
-        seen_messages |= queued > 0;
-        if second % 5 == 0 || (seen_messages && queued == 0) {
-            println!("| {second} | {queued} |");
+        if second <= 5 || second % 10 == 0 || sent as usize >= SLOW_MESSAGES {
+            println!("| {second} | {queued} | {sent} |");
         }
         if sent as usize >= SLOW_MESSAGES {
             break;
         }
         assert!(second < 600, "the slow run did not drain");
     }
-    let accepted = runtime.block_on(submit).expect("submission task");
+    let (accepted, submitted) = runtime.block_on(submit).expect("submission task");
     assert_eq!(accepted, SLOW_MESSAGES);
+    println!();
+    println!(
+        "all {SLOW_MESSAGES} accepted after {:.1} s",
+        submitted.as_secs_f64()
+    );
     println!();
     println!("drained in {:.1} s", started.elapsed().as_secs_f64());
 }

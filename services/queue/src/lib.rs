@@ -79,6 +79,9 @@ pub struct Queue {
     srs: Option<Srs>,
     dkim: dkim::DkimSigning,
     wake: tokio::sync::Notify,
+    /// Ids queued by this process since the worker last looked, with their first attempt:
+    /// the worker takes them without listing the folder.
+    recent: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 impl Queue {
@@ -89,6 +92,7 @@ impl Queue {
             srs,
             dkim,
             wake: tokio::sync::Notify::new(),
+            recent: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -151,8 +155,23 @@ impl Queue {
             delay_warned: false,
         };
         let queued = self.folder.enqueue(source, envelope)?;
-        self.wake.notify_one();
+        self.announce(&queued);
         Ok(queued.id)
+    }
+
+    /// Tells the worker of a message queued by this process.
+    fn announce(&self, queued: &Envelope) {
+        // A poisoned list is still a list of ids.
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push((queued.id.clone(), queued.next_attempt));
+        drop(recent);
+        self.wake.notify_one();
+    }
+
+    /// The ids announced since the last call.
+    pub(crate) fn take_recent(&self) -> Vec<(String, u64)> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *recent)
     }
 
     /// Queues a bounce (`<>` sender) with content `report` to `recipient`.
@@ -185,8 +204,9 @@ impl Queue {
         };
         let queued = self.folder.enqueue(&source, envelope);
         let _ = std::fs::remove_file(&source);
-        self.wake.notify_one();
-        Ok(queued?.id)
+        let queued = queued?;
+        self.announce(&queued);
+        Ok(queued.id)
     }
 
     /// Wakes the worker (after a request from the command line, say).

@@ -142,12 +142,22 @@ impl Deliverer {
     /// next start.
     pub async fn run(self, mut stopping: watch::Receiver<bool>) -> std::io::Result<()> {
         let shared = self.shared.clone();
+        let mut last_scan: Option<std::time::Instant> = None;
         loop {
             shared.handle_requests();
-            shared.scan();
+            // Our own enqueues are announced; a full listing finds the other processes' ones.
+            let recent = shared.queue.take_recent();
+            shared
+                .state()
+                .index
+                .extend(recent.into_iter().map(|(id, next)| (id, (next, false))));
+            let interval = shared.options.schedule.scan_interval;
+            if last_scan.is_none_or(|at| at.elapsed() >= interval) {
+                shared.scan();
+                last_scan = Some(std::time::Instant::now());
+            }
             Shared::dispatch_due(&shared);
             shared.update_depth();
-            let interval = shared.options.schedule.scan_interval;
             tokio::select! {
                 _ = shared.queue.wake.notified() => {}
                 _ = tokio::time::sleep(interval) => {}
