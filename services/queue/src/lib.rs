@@ -33,6 +33,10 @@
 //! - A recipient is failed for good only on a 5xx or at the end of the lifetime; a bounce
 //!   never goes to the null sender, and a bounce is never answered by a bounce.
 
+// TODO: SMTP front-ends in other processes cannot hand mail to a queue replica yet (the smtp
+// role queues into its own process's folder); a handover listener goes in with the Helm chart's
+// queue StatefulSet.
+
 pub mod client;
 pub mod dkim;
 pub mod dsn;

@@ -356,6 +356,8 @@ impl Shared {
             let Some(envelope) = envelope else { continue };
             let message = self.queue.folder().message_path(&job.id);
 
+            // Every recipient of a job has the job's domain, so the first one answers for all
+            // (jobs are made only for domains with at least one pending recipient).
             if local.is_none() {
                 local = self.is_local(&job.recipients[0]).await;
             }

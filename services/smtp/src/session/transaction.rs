@@ -259,8 +259,8 @@ impl Session {
             }
         }
         if !external.is_empty() && queue.is_none() {
-            // TODO: without the queue role configured, forwarding to other hosts waits (4xx)
-            // rather than losing the forwarded copy; it goes once [queue] is set up.
+            // No queue in this process: forwarding to other hosts waits (4xx) rather than
+            // losing the forwarded copy.
             return Err(Reply::new(
                 451,
                 Some((4, 3, 2)),
