@@ -64,6 +64,7 @@ class Handler:
             "mail_options": envelope.mail_options,
             "tls": session.ssl is not None,
             "authenticated": bool(session.authenticated),
+            "session": "%s:%s" % tuple(session.peer[:2]),
         }
         with open(stem + ".json.tmp", "w") as file:
             json.dump(meta, file)
@@ -79,6 +80,7 @@ def main():
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--auth", help="user:password required (AUTH over TLS only)")
+    parser.add_argument("--size", type=int, default=50 * 1024 * 1024, help="SIZE announced")
     arguments = parser.parse_args()
 
     options = {}
@@ -102,7 +104,7 @@ def main():
         port=arguments.port,
         tls_context=context,
         require_starttls=False,
-        data_size_limit=50 * 1024 * 1024,
+        data_size_limit=arguments.size,
         decode_data=False,
         enable_SMTPUTF8=True,
         **options,

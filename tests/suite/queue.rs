@@ -361,6 +361,50 @@ fn a_delay_warning_tells_the_sender_once_and_the_message_is_still_delivered() {
     );
 }
 
+#[test]
+fn messages_for_one_destination_share_one_connection() {
+    let peer = Peer::start();
+    peer.set(r#"{"rcpt": {"*": "451 4.3.0 later"}}"#);
+    let mut mailfold = Mailfold::new(&peer, "per_destination = 1\nretry_intervals = [\"1h\"]\n");
+    mailfold.start();
+    for index in 0..3 {
+        let body = format!("Subject: reuse {index}\r\n\r\nx\r\n");
+        mailfold.submit(
+            "alice@acme.test",
+            &[&format!("r{index}@example.org")],
+            &body,
+        );
+    }
+    mailfold.wait_for_deferred(3);
+
+    // All three due at once, one connection allowed: one session carries them all.
+    peer.set("{}");
+    let retry = mailfold.cli(&["queue", "retry", "--all"]);
+    assert!(retry.status.success());
+    let received = peer.wait_for(3);
+    let sessions: Vec<String> = received
+        .iter()
+        .map(|(meta, _)| json_field(meta, "session"))
+        .collect();
+    assert!(sessions.iter().all(|s| *s == sessions[0]), "{sessions:?}");
+}
+
+#[test]
+fn a_message_over_the_remote_size_limit_bounces_without_being_sent() {
+    let peer = Peer::start_with(&["--size", "2000"]);
+    let mut mailfold = Mailfold::new(&peer, "");
+    mailfold.start();
+    let big = format!("Subject: big\r\n\r\n{}", "0123456789abcdef\r\n".repeat(200));
+    mailfold.submit("alice@acme.test", &["small@example.org"], &big);
+    let reports = mailfold.wait_for_messages(ALICE_STORE, 1);
+    let report = String::from_utf8_lossy(&reports[0]);
+    assert!(
+        report.contains("Action: failed\r\nStatus: 5.3.4\r\n"),
+        "{report}"
+    );
+    assert!(peer.messages().is_empty());
+}
+
 // --- crash safety ---
 
 #[test]
