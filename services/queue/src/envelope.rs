@@ -1,6 +1,6 @@
 //! The envelope of a queued message: sender, recipients with their own state, timing.
 //!
-//! It is stored as JSON beside the message file (`env/<id>.json`) and rewritten atomically
+//! It is stored as JSON beside the message file (`q/<id>.json`) and rewritten atomically
 //! after every delivery attempt, so what is on disk is always one consistent envelope: the
 //! one before the attempt or the one after it.
 

@@ -3,16 +3,17 @@
 //! ```text
 //! <queue folder>/
 //!   tmp/            files being written; nothing here is queued yet
-//!   msg/<id>        the message, exactly as received (immutable once there)
-//!   env/<id>.json   its envelope, rewritten atomically after each attempt
+//!   q/<id>          the message, exactly as received (immutable once there)
+//!   q/<id>.json     its envelope, rewritten atomically after each attempt
 //!   control/        requests from `mailfold queue retry|delete` to the running queue role
 //!   lock            held (flock) by the one process that delivers from this folder
 //! ```
 //!
-//! A message is queued once its envelope is in `env/`: the message file is written, fsync'd
-//! and renamed into `msg/` first, then the envelope likewise, and each folder is fsync'd after
-//! its rename (invariant 1). A crash before the envelope's rename leaves an orphan message
-//! file that nothing refers to, removed later; a crash after it leaves a queued message.
+//! A message is queued once its envelope is in `q/`. The message file and the first envelope
+//! are written to `tmp/` and fsync'd, then renamed into `q/` (message first), and `q/` is
+//! fsync'd once for both (invariant 1): three flushes, where separate folders would need four.
+//! A crash before that last fsync may leave either rename undone; nothing was acknowledged
+//! then, and a lone message file or a lone envelope is debris, removed at the next start.
 //! Removal goes the other way: envelope first, then the message file, without an fsync (a
 //! removal lost in a crash brings the message back, which is a duplicate, not a loss).
 
@@ -56,7 +57,7 @@ pub struct FolderLock {
 impl QueueFolder {
     /// The folder at `root`, with its sub-folders created.
     pub fn open(root: &Path) -> Result<QueueFolder> {
-        for sub in ["tmp", "msg", "env", "control"] {
+        for sub in ["tmp", "q", "control"] {
             let path = root.join(sub);
             fs::create_dir_all(&path).map_err(|e| QueueError::io("creating", &path, e))?;
         }
@@ -90,11 +91,11 @@ impl QueueFolder {
 
     /// The message file of `id`.
     pub fn message_path(&self, id: &str) -> PathBuf {
-        self.root.join("msg").join(id)
+        self.root.join("q").join(id)
     }
 
     fn envelope_path(&self, id: &str) -> PathBuf {
-        self.root.join("env").join(format!("{id}.json"))
+        self.root.join("q").join(format!("{id}.json"))
     }
 
     /// Queues the message in `source` (left in place) with `envelope`, whose `id`, `size` and
@@ -102,7 +103,6 @@ impl QueueFolder {
     pub fn enqueue(&self, source: &Path, mut envelope: Envelope) -> Result<Envelope> {
         let id = new_id();
         let temporary = self.root.join("tmp").join(&id);
-        let target = self.message_path(&id);
 
         // The message: a hard link when the spool shares the filesystem, else a copy.
         if fs::hard_link(source, &temporary).is_err() {
@@ -115,27 +115,39 @@ impl QueueFolder {
             .metadata()
             .map_err(|e| QueueError::io("reading", &temporary, e))?
             .len();
-        fs::rename(&temporary, &target).map_err(|e| QueueError::io("renaming", &target, e))?;
-        sync_folder(&self.root.join("msg"))?;
 
-        envelope.id = id;
+        envelope.id = id.clone();
         envelope.created = now();
         if envelope.next_attempt == 0 {
             envelope.next_attempt = envelope.created;
         }
-        self.save(&envelope)?;
+        let temporary_envelope = self.write_envelope(&envelope)?;
+
+        // Message first, so a listed envelope always has its message once q/ is synced.
+        let target = self.message_path(&id);
+        fs::rename(&temporary, &target).map_err(|e| QueueError::io("renaming", &target, e))?;
+        let target = self.envelope_path(&id);
+        fs::rename(&temporary_envelope, &target)
+            .map_err(|e| QueueError::io("renaming", &target, e))?;
+        sync_folder(&self.root.join("q"))?;
         Ok(envelope)
     }
 
-    /// Writes `envelope` atomically: a temporary file, fsync, rename, fsync of `env/`.
-    pub fn save(&self, envelope: &Envelope) -> Result<()> {
+    /// The envelope written and fsync'd in `tmp/`; its path there.
+    fn write_envelope(&self, envelope: &Envelope) -> Result<PathBuf> {
         let text = serde_json::to_vec_pretty(envelope)
             .map_err(|e| QueueError::Corrupt(envelope.id.clone(), e.to_string()))?;
         let temporary = self.root.join("tmp").join(format!("{}.json", envelope.id));
         write_synced(&temporary, &text)?;
+        Ok(temporary)
+    }
+
+    /// Writes `envelope` atomically: a temporary file, fsync, rename, fsync of `q/`.
+    pub fn save(&self, envelope: &Envelope) -> Result<()> {
+        let temporary = self.write_envelope(envelope)?;
         let target = self.envelope_path(&envelope.id);
         fs::rename(&temporary, &target).map_err(|e| QueueError::io("renaming", &target, e))?;
-        sync_folder(&self.root.join("env"))
+        sync_folder(&self.root.join("q"))
     }
 
     /// The envelope of `id`.
@@ -173,14 +185,14 @@ impl QueueFolder {
             }
             Err(e) => return Err(QueueError::io("removing", &path, e)),
         }
-        // No fsync of env/: a removal lost in a crash only means the message is sent again.
+        // No fsync of q/: a removal lost in a crash only means the message is sent again.
         let _ = fs::remove_file(self.message_path(id));
         Ok(())
     }
 
     /// The ids of every queued message, sorted (oldest first: ids start with the time).
     pub fn ids(&self) -> Result<Vec<String>> {
-        let folder = self.root.join("env");
+        let folder = self.root.join("q");
         let entries = fs::read_dir(&folder).map_err(|e| QueueError::io("listing", &folder, e))?;
         let mut ids: Vec<String> = entries
             .flatten()
@@ -228,8 +240,10 @@ impl QueueFolder {
         requests
     }
 
-    /// Removes what a crash left behind: old files in `tmp/` and old message files that no
-    /// envelope refers to. Returns how many were removed.
+    /// Removes what a crash left behind: old files in `tmp/`, old message files that no
+    /// envelope refers to, and envelopes whose message file is missing (only a crash before
+    /// the enqueue's fsync leaves one: that message was never acknowledged). Returns how many
+    /// were removed.
     pub fn remove_debris(&self) -> usize {
         let mut removed = 0;
         let old = |path: &Path| {
@@ -239,17 +253,19 @@ impl QueueFolder {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > DEBRIS_AGE)
         };
-        for (folder, orphan) in [("tmp", false), ("msg", true)] {
+        for folder in ["tmp", "q"] {
             let Ok(entries) = fs::read_dir(self.root.join(folder)) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let path = entry.path();
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if orphan && self.contains(&name) {
-                    continue;
-                }
-                if old(&path) && fs::remove_file(&path).is_ok() {
+                let debris = match (folder, name.strip_suffix(".json")) {
+                    ("tmp", _) => old(&path),
+                    (_, Some(id)) => !self.message_path(id).exists(),
+                    (_, None) => !self.contains(&name) && old(&path),
+                };
+                if debris && fs::remove_file(&path).is_ok() {
                     removed += 1;
                 }
             }
@@ -351,6 +367,22 @@ mod tests {
         folder.remove(&queued.id).unwrap();
         assert!(folder.ids().unwrap().is_empty());
         assert!(!folder.message_path(&queued.id).exists());
+    }
+
+    #[test]
+    fn an_envelope_without_its_message_is_debris_and_a_young_lone_message_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = QueueFolder::open(dir.path()).unwrap();
+        let source = dir.path().join("spool.eml");
+        fs::write(&source, b"x\r\n").unwrap();
+        let kept = folder.enqueue(&source, envelope()).unwrap();
+        let lost = folder.enqueue(&source, envelope()).unwrap();
+        fs::remove_file(folder.message_path(&lost.id)).unwrap();
+        // A message whose envelope another process is about to rename in.
+        fs::write(dir.path().join("q/0123young"), b"y").unwrap();
+        assert_eq!(folder.remove_debris(), 1);
+        assert_eq!(folder.ids().unwrap(), vec![kept.id]);
+        assert!(dir.path().join("q/0123young").exists());
     }
 
     #[test]
