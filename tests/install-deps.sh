@@ -11,7 +11,14 @@
 #   fetchmail           a real POP3 fetcher for the pop3 suite
 #   prometheus          promtool, which lints /metrics in the metrics suite; its server is not
 #                       started (see policy-rc.d below) and no suite runs it
+#
+# Python packages (aiosmtpd, dkimpy, dnspython) come from tests/clients/requirements.txt.
 set -euo pipefail
+
+if ! python3 -c "import aiosmtpd, dkim, dns.message" >/dev/null 2>&1; then
+  echo "tests/install-deps.sh: installing tests/clients/requirements.txt" >&2
+  python3 -m pip install --quiet -r "$(dirname "$0")/clients/requirements.txt"
+fi
 
 packages=(slapd ldap-utils openssl curl dovecot-core dovecot-imapd fetchmail swaks postfix prometheus)
 missing=()

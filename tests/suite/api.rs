@@ -152,7 +152,7 @@ fn write_config(folder: &Path, ports: &[u16], slapd: Option<&Slapd>, tls: bool) 
     let mut swaps = fixture::state_swaps(&seed);
     swaps.extend([
         (
-            "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\"]".into(),
+            "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\", \"queue\"]".into(),
             "roles = [\"api\", \"smtp\"]".into(),
         ),
         ("listen = [\"127.0.0.1:8080\"]\n".into(), api_section),

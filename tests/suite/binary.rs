@@ -171,7 +171,10 @@ fn check_config_accepts_the_quick_start() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(text.contains("ok (roles: api, pop3, smtp, lmtp)"), "{text}");
+    assert!(
+        text.contains("ok (roles: api, pop3, smtp, lmtp, queue)"),
+        "{text}"
+    );
 }
 
 #[test]

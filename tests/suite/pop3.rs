@@ -1120,7 +1120,7 @@ fn write_config(
         // The SMTP roles of the quick start are not under test here; their fixed ports
         // would collide between tests running at once.
         (
-            "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\"]".into(),
+            "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\", \"queue\"]".into(),
             "roles = [\"api\", \"pop3\"]".into(),
         ),
         ("127.0.0.1:8080".into(), format!("127.0.0.1:{api}")),

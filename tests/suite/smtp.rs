@@ -814,10 +814,10 @@ fn write_config(
         text = text.replace("postmaster = \"alice@acme.test\"\n", "");
         smtp_options.push_str(&format!("postmaster = \"{postmaster}\"\n"));
     }
-    let mut swaps = fixture::state_swaps(&seed);
+    let mut swaps = fixture::state_swaps(seed);
     swaps.extend([
         (
-            "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\"]".into(),
+            "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\", \"queue\"]".into(),
             "roles = [\"api\", \"smtp\", \"lmtp\"]".into(),
         ),
         ("127.0.0.1:8080".into(), format!("127.0.0.1:{api}")),

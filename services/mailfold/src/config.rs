@@ -20,6 +20,8 @@ use mailfold_directory::dn::Dn;
 use mailfold_directory::{BackendConfig, CacheConfig, DirectoryConfig, LdapConfig, LdifConfig};
 use mailfold_telemetry::LogFormat;
 
+pub use crate::queue_config::QueueConfig;
+
 /// A role the process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -31,6 +33,8 @@ pub enum Role {
     Smtp,
     /// LMTP from an edge MTA.
     Lmtp,
+    /// The outbound queue: delivery to other hosts.
+    Queue,
 }
 
 impl Role {
@@ -40,6 +44,7 @@ impl Role {
             "pop3" => Some(Role::Pop3),
             "smtp" => Some(Role::Smtp),
             "lmtp" => Some(Role::Lmtp),
+            "queue" => Some(Role::Queue),
             _ => None,
         }
     }
@@ -52,6 +57,7 @@ impl fmt::Display for Role {
             Role::Pop3 => "pop3",
             Role::Smtp => "smtp",
             Role::Lmtp => "lmtp",
+            Role::Queue => "queue",
         })
     }
 }
@@ -81,6 +87,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[smtp]`: the SMTP and LMTP roles.
     pub smtp: SmtpConfig,
+    /// `[queue]`: the outbound queue.
+    pub queue: QueueConfig,
 }
 
 /// `[smtp]`.
@@ -290,6 +298,7 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
     let auth = read_auth(root, errors);
     let pop3 = read_pop3(root, errors, roles.contains(&Role::Pop3));
     let smtp = read_smtp(root, errors);
+    let queue = crate::queue_config::read_queue(root, errors, &state_dir, &smtp.hostname);
     let mut metrics = root.section("metrics", errors);
     let max_tenants = metrics
         .integer("max_tenants", 1, 1_000_000, errors)
@@ -310,6 +319,7 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
         pop3,
         metrics: MetricsConfig { max_tenants },
         smtp,
+        queue,
     })
 }
 
@@ -324,7 +334,7 @@ fn read_roles(root: &mut Section, errors: &mut Errors) -> Vec<Role> {
             Some(_) => {}
             None => errors.add(
                 "roles",
-                format!("unknown role {name:?}; available: api, pop3, smtp, lmtp"),
+                format!("unknown role {name:?}; available: api, pop3, smtp, lmtp, queue"),
             ),
         }
     }
@@ -725,13 +735,13 @@ fn read_ldap(section: &mut Section, errors: &mut Errors) -> Option<LdapConfig> {
 }
 
 /// The problems found so far, and the folder relative paths start from.
-struct Errors {
-    base: PathBuf,
+pub(crate) struct Errors {
+    pub(crate) base: PathBuf,
     list: Vec<ConfigError>,
 }
 
 impl Errors {
-    fn add(&mut self, key: &str, message: String) {
+    pub(crate) fn add(&mut self, key: &str, message: String) {
         self.list.push(ConfigError {
             key: key.to_string(),
             message,
@@ -740,13 +750,13 @@ impl Errors {
 }
 
 /// One table of the file; keys are removed as they are read, and what is left is unknown.
-struct Section {
+pub(crate) struct Section {
     path: String,
-    table: toml::Table,
+    pub(crate) table: toml::Table,
 }
 
 impl Section {
-    fn key(&self, name: &str) -> String {
+    pub(crate) fn key(&self, name: &str) -> String {
         if self.path.is_empty() {
             name.to_string()
         } else {
@@ -762,7 +772,7 @@ impl Section {
         errors.add(&self.key(name), format!("expected {expected}"));
     }
 
-    fn section(&mut self, name: &str, errors: &mut Errors) -> Section {
+    pub(crate) fn section(&mut self, name: &str, errors: &mut Errors) -> Section {
         let path = self.key(name);
         match self.take(name) {
             Some(toml::Value::Table(table)) => Section { path, table },
@@ -780,7 +790,7 @@ impl Section {
         }
     }
 
-    fn string(&mut self, name: &str, errors: &mut Errors) -> Option<String> {
+    pub(crate) fn string(&mut self, name: &str, errors: &mut Errors) -> Option<String> {
         match self.take(name)? {
             toml::Value::String(text) => Some(text),
             _ => {
@@ -790,7 +800,7 @@ impl Section {
         }
     }
 
-    fn strings(&mut self, name: &str, errors: &mut Errors) -> Option<Vec<String>> {
+    pub(crate) fn strings(&mut self, name: &str, errors: &mut Errors) -> Option<Vec<String>> {
         match self.take(name)? {
             toml::Value::Array(items) => {
                 let texts: Option<Vec<String>> = items
@@ -825,7 +835,7 @@ impl Section {
     }
 
     /// A list of `ip:port` addresses; each bad one is reported.
-    fn addresses(&mut self, name: &str, errors: &mut Errors) -> Option<Vec<SocketAddr>> {
+    pub(crate) fn addresses(&mut self, name: &str, errors: &mut Errors) -> Option<Vec<SocketAddr>> {
         let texts = self.strings(name, errors)?;
         let mut addresses = Vec::new();
         for text in texts {
@@ -840,7 +850,7 @@ impl Section {
         Some(addresses)
     }
 
-    fn boolean(&mut self, name: &str, errors: &mut Errors) -> Option<bool> {
+    pub(crate) fn boolean(&mut self, name: &str, errors: &mut Errors) -> Option<bool> {
         match self.take(name)? {
             toml::Value::Boolean(value) => Some(value),
             _ => {
@@ -850,7 +860,13 @@ impl Section {
         }
     }
 
-    fn integer(&mut self, name: &str, min: i64, max: i64, errors: &mut Errors) -> Option<i64> {
+    pub(crate) fn integer(
+        &mut self,
+        name: &str,
+        min: i64,
+        max: i64,
+        errors: &mut Errors,
+    ) -> Option<i64> {
         match self.take(name)? {
             toml::Value::Integer(value) if (min..=max).contains(&value) => Some(value),
             toml::Value::Integer(_) => {
@@ -865,7 +881,7 @@ impl Section {
     }
 
     /// A path; relative ones are taken from the configuration file's folder.
-    fn path(&mut self, name: &str, errors: &mut Errors) -> Option<PathBuf> {
+    pub(crate) fn path(&mut self, name: &str, errors: &mut Errors) -> Option<PathBuf> {
         let text = self.string(name, errors)?;
         if text.is_empty() {
             errors.add(&self.key(name), "empty path".into());
@@ -874,21 +890,21 @@ impl Section {
         Some(errors.base.join(text))
     }
 
-    /// A duration written with a unit: `250ms`, `5s`, `2m`, `1h`.
-    fn duration(&mut self, name: &str, errors: &mut Errors) -> Option<Duration> {
+    /// A duration written with a unit: `250ms`, `5s`, `2m`, `1h`, `5d`.
+    pub(crate) fn duration(&mut self, name: &str, errors: &mut Errors) -> Option<Duration> {
         let text = self.string(name, errors)?;
         let parsed = parse_duration(&text);
         if parsed.is_none() {
             errors.add(
                 &self.key(name),
-                format!("{text:?} is not a duration like 250ms, 5s, 2m, 1h"),
+                format!("{text:?} is not a duration like 250ms, 5s, 2m, 1h, 5d"),
             );
         }
         parsed
     }
 
     /// Reports every key nobody read.
-    fn finish(self, errors: &mut Errors) {
+    pub(crate) fn finish(self, errors: &mut Errors) {
         for name in self.table.keys() {
             errors.add(&self.key(name), "unknown key".into());
         }
@@ -973,7 +989,7 @@ fn read_api(root: &mut Section, errors: &mut Errors, enabled: bool) -> ApiConfig
     }
 }
 
-fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
@@ -982,6 +998,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
         "s" => number.checked_mul(1000)?,
         "m" => number.checked_mul(60_000)?,
         "h" => number.checked_mul(3_600_000)?,
+        "d" => number.checked_mul(86_400_000)?,
         _ => return None,
     };
     Some(Duration::from_millis(millis))

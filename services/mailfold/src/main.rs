@@ -6,11 +6,15 @@
 //! - [`config`]: the configuration file, parsed in two phases with every error reported.
 //! - [`serve`]: `mailfold serve`, which wires the enabled roles and handles signals.
 //! - [`lookup`]: `mailfold lookup`, an operator's view of how an address routes.
+//! - [`queue_config`]: the `[queue]` section of the configuration.
+//! - [`queue_cli`]: `mailfold queue` and `mailfold dkim`.
 //!
 //! `anyhow` is used here, at the edge, and nowhere in the library crates.
 
 mod config;
 mod lookup;
+mod queue_cli;
+mod queue_config;
 mod serve;
 
 use std::io::Read;
@@ -43,10 +47,63 @@ enum Command {
     },
     /// Read a password on standard input and print its {ARGON2} hash for userPassword.
     HashPassword,
+    /// Inspect and steer the outbound queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueCommand,
+        /// The configuration file.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// DKIM keys.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimCommand,
+    },
     /// Show how the directory routes an address: mailbox, alias expansion, catch-all, unknown.
     Lookup {
         /// The address to look up.
         address: String,
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Every queued message with its recipients' states.
+    List,
+    /// One message's envelope.
+    Show {
+        /// The queue id.
+        id: String,
+    },
+    /// Try a message (or every message) now.
+    Retry {
+        /// The queue id.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every queued message.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Remove a message without delivering it.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Make a key for DOMAIN in the key folder and print the DNS record to publish.
+    Generate {
+        /// The signing domain.
+        domain: String,
+        /// `rsa` (2048 bits, the default: every verifier knows it) or `ed25519` (RFC 8463).
+        #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
@@ -59,6 +116,27 @@ fn main() -> ExitCode {
         Command::Serve { config } => load(&config).and_then(serve::run),
         Command::CheckConfig { config } => check_config(&config),
         Command::HashPassword => hash_password(),
+        Command::Queue { action, config } => {
+            let action = match action {
+                QueueCommand::List => queue_cli::Action::List,
+                QueueCommand::Show { id } => queue_cli::Action::Show(id),
+                QueueCommand::Retry { id, .. } => queue_cli::Action::Retry(id),
+                QueueCommand::Delete { id } => queue_cli::Action::Delete(id),
+            };
+            match config {
+                Some(config) => load(&config).and_then(|config| queue_cli::run(&config, action)),
+                None => Err(anyhow::anyhow!("--config is required")),
+            }
+        }
+        Command::Dkim {
+            action:
+                DkimCommand::Generate {
+                    domain,
+                    algorithm,
+                    config,
+                },
+        } => load(&config)
+            .and_then(|config| queue_cli::generate_dkim(&config, &domain, algorithm == "rsa")),
         Command::Lookup { address, config } => {
             load(&config).and_then(|config| lookup::run(&config, &address))
         }

@@ -68,8 +68,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )
         .await?;
     }
+    let queue = match config.roles.contains(&Role::Queue) {
+        true => Some(start_queue(
+            &config, &directory, &metrics, &stopping, &mut roles,
+        )?),
+        false => None,
+    };
     if config.roles.contains(&Role::Smtp) || config.roles.contains(&Role::Lmtp) {
-        start_smtp(&config, &directory, &metrics, tls, &stopping, &mut roles).await?;
+        let services = (&directory, &metrics, queue);
+        start_smtp(&config, services, tls, &stopping, &mut roles).await?;
     }
     tracing::info!(backend = directory.backend_kind(), "mailfold started");
 
@@ -206,8 +213,11 @@ async fn start_pop3(
 
 async fn start_smtp(
     config: &Config,
-    directory: &Arc<Directory>,
-    metrics: &Metrics,
+    (directory, metrics, queue): (
+        &Arc<Directory>,
+        &Metrics,
+        Option<Arc<mailfold_queue::Queue>>,
+    ),
     tls: Option<tokio_rustls::TlsAcceptor>,
     stopping: &watch::Receiver<bool>,
     roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
@@ -235,7 +245,9 @@ async fn start_smtp(
             plaintext: smtp.plaintext,
             proxy_protocol: smtp.proxy_protocol,
             postmaster: smtp.postmaster.clone(),
+            max_hops: config.queue.max_hops,
         },
+        queue,
     });
     let mut listeners = Vec::new();
     if config.roles.contains(&Role::Smtp) {
@@ -284,6 +296,88 @@ async fn start_smtp(
         roles.spawn(serve);
     }
     Ok(())
+}
+
+/// The queue role: the folder (shared with the SMTP role, which queues into it) and the
+/// worker delivering from it. Fails when another process delivers from the same folder.
+fn start_queue(
+    config: &Config,
+    directory: &Arc<Directory>,
+    metrics: &Metrics,
+    stopping: &watch::Receiver<bool>,
+    roles: &mut tokio::task::JoinSet<std::io::Result<()>>,
+) -> anyhow::Result<Arc<mailfold_queue::Queue>> {
+    use mailfold_queue::client::{ClientOptions, Timeouts, TlsPolicy};
+    use mailfold_queue::route::{Relay, Routes};
+
+    let settings = &config.queue;
+    let queue = Arc::new(open_queue(config)?);
+    let relay = |r: &crate::queue_config::RelayConfig| Relay {
+        host: r.host.clone(),
+        port: r.port,
+        auth: r.auth.clone(),
+    };
+    let resolver = mailfold_queue::route::resolver(&settings.nameservers)
+        .map_err(|e| anyhow::anyhow!("setting up dns for the queue: {e}"))?;
+    let routes = Routes {
+        routes: settings
+            .routes
+            .iter()
+            .map(|(d, r)| (d.clone(), relay(r)))
+            .collect(),
+        smarthost: settings.smarthost.as_ref().map(relay),
+        mx_port: settings.mx_port,
+        resolver,
+    };
+    let tls_config = mailfold_queue::client::tls_config(settings.tls_ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("setting up tls for the queue: {e}"))?;
+    let options = mailfold_queue::DeliveryOptions {
+        routes,
+        client: ClientOptions {
+            hostname: settings.hostname.clone(),
+            tls: if settings.require_tls {
+                TlsPolicy::Require
+            } else {
+                TlsPolicy::Opportunistic
+            },
+            tls_config,
+            timeouts: Timeouts {
+                connect: settings.connect_timeout,
+                ..Timeouts::default()
+            },
+        },
+        schedule: mailfold_queue::Schedule {
+            intervals: settings.retry_intervals.clone(),
+            lifetime: settings.lifetime,
+            delay_warning: settings.delay_warning,
+            scan_interval: settings.scan_interval,
+        },
+        per_destination: settings.per_destination,
+        hostname: settings.hostname.clone(),
+    };
+    let deliverer = mailfold_queue::Deliverer::new(
+        queue.clone(),
+        options,
+        directory.clone(),
+        Arc::new(mailfold_store::Store::new(config.shards.clone())),
+        mailfold_queue::QueueMetrics::new(metrics),
+    )
+    .with_context(|| format!("starting the queue in {}", settings.folder.display()))?;
+    tracing::info!(role = "queue", folder = %settings.folder.display(), "delivering");
+    roles.spawn(deliverer.run(stopping.clone()));
+    Ok(queue)
+}
+
+/// The queue folder with the configured SRS and DKIM settings.
+pub fn open_queue(config: &Config) -> anyhow::Result<mailfold_queue::Queue> {
+    let settings = &config.queue;
+    let srs = settings
+        .srs
+        .as_ref()
+        .map(|s| mailfold_queue::Srs::new(s.secret.as_bytes(), &s.domain, s.max_age_days));
+    let dkim = mailfold_queue::dkim::DkimSigning::new(settings.dkim.clone());
+    mailfold_queue::Queue::open(&settings.folder, srs, dkim)
+        .with_context(|| format!("opening the queue folder {}", settings.folder.display()))
 }
 
 /// A TCP listener, or an error naming the address and the role it was for.

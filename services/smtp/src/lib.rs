@@ -14,9 +14,11 @@
 //! # Modes
 //!
 //! - MX (port 25): mail for the platform's domains from anyone, no AUTH; anything else is
-//!   relaying and refused (`550 5.7.1`).
+//!   relaying and refused (`550 5.7.1`). Bounces to this server's SRS addresses are taken and
+//!   routed back to the original sender through the outbound queue.
 //! - Submission (587 with STARTTLS, 465 with implicit TLS): AUTH first, over TLS, and the
-//!   sender must be one of the login's own addresses.
+//!   sender must be one of the login's own addresses; outside recipients go to the outbound
+//!   queue.
 //! - LMTP (RFC 2033): for an edge MTA that hands mail over; one reply per recipient.
 //!
 //! # Capabilities (EHLO)
@@ -27,7 +29,8 @@
 //!
 //! # Invariants
 //!
-//! - `250` after the data only once every recipient's copy is durable in its mailbox.
+//! - `250` after the data only once every recipient's copy is durable in its mailbox, and
+//!   every outside recipient's copy durable in the outbound queue.
 //! - A directory or storage failure answers `4xx`, never `5xx`.
 //! - Only `CRLF . CRLF` ends the data; commands pipelined after STARTTLS are discarded.
 //! - No relaying: MX accepts only local recipients; submission needs a login.
@@ -78,6 +81,8 @@ pub struct Policy {
     pub proxy_protocol: bool,
     /// Where `RCPT TO:<postmaster>` goes (RFC 5321 §4.5.1).
     pub postmaster: String,
+    /// A message with more `Received:` fields than this is refused as a loop (RFC 5321 §6.3).
+    pub max_hops: usize,
 }
 
 impl Policy {
@@ -107,4 +112,7 @@ pub struct Services {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Session rules.
     pub policy: Policy,
+    /// The outbound queue, for outside recipients and forwarding; without it they are
+    /// deferred with `451 4.3.2`.
+    pub queue: Option<Arc<mailfold_queue::Queue>>,
 }

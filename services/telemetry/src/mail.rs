@@ -56,13 +56,15 @@ pub enum Rejection {
     /// A temporary refusal: the directory or the store could not answer, a limit of the
     /// transaction, a feature not available yet (`4xx`).
     Temporary,
+    /// Too many hops, or a message coming back to the address that forwards it (`554 5.4.6`).
+    Loop,
     /// Any other permanent refusal (`5xx`).
     Other,
 }
 
 impl Rejection {
     /// Every reason, in the order the documentation lists them.
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 10] = [
         Rejection::Relay,
         Rejection::UnknownUser,
         Rejection::Disabled,
@@ -71,6 +73,7 @@ impl Rejection {
         Rejection::BareLineEnding,
         Rejection::Policy,
         Rejection::Temporary,
+        Rejection::Loop,
         Rejection::Other,
     ];
 
@@ -85,6 +88,7 @@ impl Rejection {
             Rejection::BareLineEnding => "bare_line_ending",
             Rejection::Policy => "policy",
             Rejection::Temporary => "temporary",
+            Rejection::Loop => "loop",
             Rejection::Other => "other",
         }
     }
@@ -186,13 +190,13 @@ impl MailMetrics {
             .inc_by(bytes);
     }
 
-    /// A message from a sender of `tenant` accepted by the next hop.
+    /// A copy for one recipient, from a sender of `tenant`, accepted by the next hop.
     pub fn sent(&self, tenant: &str) {
         let label = self.label(tenant);
         self.sent.with_label_values(&[&label]).inc();
     }
 
-    /// A message from a sender of `tenant` that the queue bounced.
+    /// A recipient the queue gave up on and reported to the sender (of `tenant`).
     pub fn bounced(&self, tenant: &str) {
         let label = self.label(tenant);
         self.bounced.with_label_values(&[&label]).inc();

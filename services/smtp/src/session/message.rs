@@ -6,7 +6,7 @@ use mailfold_directory::Mailbox;
 use mailfold_store::{QuotaLimit, Recipient, StoreError};
 
 use super::transaction::reject_reason;
-use super::{DATA_TIMEOUT, Session};
+use super::{DATA_TIMEOUT, QUEUED, Session, Transaction};
 use crate::Mode;
 use crate::codec::{Reply, ReversePath};
 use crate::data::{self, Received, Refusal};
@@ -224,9 +224,34 @@ impl Session {
             Some(ReversePath::Address(address)) => address.to_string(),
             _ => String::new(),
         };
+        if let Some(reply) = self.check_loops(&transaction, spool.path()).await {
+            // Counted for the tenants the message was for, as the other refusals of data are.
+            let reason = reject_reason(&reply);
+            let local = tenants(transaction.recipients.iter().map(|r| &r.mailbox));
+            // "-" marks a returned bounce, which belongs to no tenant.
+            let outside = transaction
+                .external
+                .iter()
+                .map(|e| e.tenant.as_str())
+                .filter(|t| *t != "-");
+            let mut counted: Vec<&str> = Vec::new();
+            for tenant in local.into_iter().chain(outside) {
+                if !counted.contains(&tenant) {
+                    counted.push(tenant);
+                }
+            }
+            if counted.is_empty() {
+                self.services.metrics.rejected(None, reason);
+            }
+            for tenant in counted {
+                self.services.metrics.rejected(Some(tenant), reason);
+            }
+            return self.send(&reply).await;
+        }
 
         let store = self.services.store.clone();
         let path = spool.path().to_path_buf();
+        let return_path = sender.clone();
         let targets: Vec<(String, Mailbox)> = transaction
             .recipients
             .iter()
@@ -243,7 +268,7 @@ impl Session {
                 maildirs.push(store.mailbox(&mailbox.shard, &mailbox.store, quota));
                 // RFC 5321 §4.4: Return-Path at final delivery; Delivered-To names the mailbox.
                 prefixes.push(format!(
-                    "Return-Path: <{sender}>\r\nDelivered-To: {address}\r\n"
+                    "Return-Path: <{return_path}>\r\nDelivered-To: {address}\r\n"
                 ));
             }
             let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(targets.len());
@@ -266,6 +291,7 @@ impl Session {
         })
         .await
         .unwrap_or_default();
+        let queued = self.enqueue(&transaction, &sender, spool.path()).await;
         drop(spool);
         self.services
             .metrics
@@ -301,6 +327,9 @@ impl Session {
             // RFC 2033 §4.2: one reply per RCPT that succeeded, in order; an RCPT succeeds
             // when every mailbox it reaches has its copy.
             let delivered = |id: &String| {
+                if id == QUEUED {
+                    return queued;
+                }
                 transaction
                     .recipients
                     .iter()
@@ -330,7 +359,7 @@ impl Session {
         }
         // One reply for all: any failure makes the client retry the whole message. A copy
         // already delivered may then arrive twice, which is better than losing one.
-        if outcome.iter().all(Result::is_ok) {
+        if queued && outcome.iter().all(Result::is_ok) {
             for tenant in tenants(transaction.recipients.iter().map(|r| &r.mailbox)) {
                 self.services.metrics.received(tenant);
             }
@@ -356,6 +385,115 @@ fn tenants<'m>(mailboxes: impl Iterator<Item = &'m Mailbox>) -> Vec<&'m str> {
         }
     }
     seen
+}
+
+impl Session {
+    /// RFC 5321 §6.3: a message with too many hops, or one coming back to an address that
+    /// forwards it, is refused (`554 5.4.6`) rather than sent round again.
+    async fn check_loops(
+        &self,
+        transaction: &Transaction,
+        path: &std::path::Path,
+    ) -> Option<Reply> {
+        let path = path.to_path_buf();
+        let scanned =
+            tokio::task::spawn_blocking(move || mailfold_queue::headers::scan(&path)).await;
+        let facts = match scanned {
+            Ok(Ok(facts)) => facts,
+            _ => {
+                tracing::warn!("reading the headers of a spool file");
+                return Some(Reply::new(
+                    451,
+                    Some((4, 3, 0)),
+                    "temporary failure, try again later",
+                ));
+            }
+        };
+        if facts.received > self.services.policy.max_hops {
+            tracing::warn!(
+                hops = facts.received,
+                "[smtp] message refused: too many hops"
+            );
+            return Some(Reply::new(
+                554,
+                Some((5, 4, 6)),
+                "too many hops, routing loop",
+            ));
+        }
+        let looping = transaction.external.iter().find(|e| {
+            e.forwarded_by
+                .as_ref()
+                .is_some_and(|f| facts.delivered_to.contains(&f.to_ascii_lowercase()))
+        });
+        if let Some(outside) = looping {
+            tracing::warn!(forwarder = ?outside.forwarded_by, "[smtp] message refused: forwarding loop");
+            return Some(Reply::new(554, Some((5, 4, 6)), "mail forwarding loop"));
+        }
+        None
+    }
+
+    /// Queues the copies for outside recipients: one queue entry for the submitted ones and
+    /// one per forwarding address (each has its own `Delivered-To`). `true` when every entry
+    /// is durable (or there was nothing to queue).
+    async fn enqueue(
+        &self,
+        transaction: &Transaction,
+        sender: &str,
+        path: &std::path::Path,
+    ) -> bool {
+        if transaction.external.is_empty() {
+            return true;
+        }
+        let Some(queue) = self.services.queue.clone() else {
+            return false;
+        };
+        let parameters = transaction.parameters.clone().unwrap_or_default();
+        let mut groups: Vec<(Option<String>, String, Vec<String>)> = Vec::new();
+        for outside in &transaction.external {
+            match groups
+                .iter_mut()
+                .find(|(by, _, _)| *by == outside.forwarded_by)
+            {
+                Some((_, _, list)) => list.push(outside.address.clone()),
+                None => groups.push((
+                    outside.forwarded_by.clone(),
+                    outside.tenant.clone(),
+                    vec![outside.address.clone()],
+                )),
+            }
+        }
+        let path = path.to_path_buf();
+        let sender = sender.to_string();
+        let queued = tokio::task::spawn_blocking(move || {
+            let mut ids = Vec::new();
+            for (forwarded_by, tenant, recipients) in &groups {
+                let submission = mailfold_queue::Submission {
+                    sender: &sender,
+                    smtputf8: parameters.smtputf8
+                        || recipients.iter().any(|r| !r.is_ascii())
+                        || !sender.is_ascii(),
+                    eight_bit: parameters.body == crate::codec::Body::EightBitMime,
+                    recipients: recipients.clone(),
+                    tenant,
+                    forwarded_by: forwarded_by.as_deref(),
+                };
+                ids.push(queue.enqueue(&path, &submission)?);
+            }
+            Ok::<Vec<String>, mailfold_queue::QueueError>(ids)
+        })
+        .await;
+        match queued {
+            Ok(Ok(ids)) => {
+                tracing::info!(queue_ids = ?ids, "queued for outside recipients");
+                true
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(cause = %error, "queueing for outside recipients");
+                false
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 fn refusal_reply(refusal: Refusal) -> Reply {

@@ -39,12 +39,28 @@ struct Accepted {
     mailbox: Mailbox,
 }
 
+/// A recipient outside the platform, for the outbound queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct External {
+    /// The outside address.
+    address: String,
+    /// The local address that forwards to it (alias or forward address), if any.
+    forwarded_by: Option<String>,
+    /// The tenant counted for it.
+    tenant: String,
+}
+
+/// The id LMTP's per-RCPT bookkeeping uses for "the outbound queue" (no mailbox id has it).
+const QUEUED: &str = "\0queue";
+
 /// The transaction in progress.
 #[derive(Default)]
 struct Transaction {
     from: Option<ReversePath>,
     parameters: Option<MailParameters>,
     recipients: Vec<Accepted>,
+    /// Recipients for the outbound queue, each once.
+    external: Vec<External>,
     /// Each successful RCPT, in order, with the ids of the mailboxes it reaches: LMTP answers
     /// once per RCPT even when two name one mailbox or an alias names several.
     rcpts: Vec<Vec<String>>,

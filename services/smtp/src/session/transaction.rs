@@ -5,7 +5,7 @@ use mailfold_directory::{Mailbox, Resolution, Service};
 use mailfold_store::{QuotaLimit, StoreError};
 use mailfold_telemetry::Rejection;
 
-use super::{Accepted, MAX_RECIPIENTS, Session, Transaction};
+use super::{Accepted, External, MAX_RECIPIENTS, QUEUED, Session, Transaction};
 use crate::Mode;
 use crate::codec::{ForwardPath, MailParameters, Reply, ReversePath};
 
@@ -95,10 +95,21 @@ impl Session {
             .and_then(|p| p.size)
             .unwrap_or(0);
         match self.check_recipient(&address, size).await {
-            Ok(mailboxes) => {
+            Ok(Routed {
+                mailboxes,
+                external,
+            }) => {
                 // Each mailbox once per transaction; the RCPT remembers which it reaches, so
                 // LMTP can answer it (RFC 2033 §4.2: one reply per successful RCPT).
-                let ids: Vec<String> = mailboxes.iter().map(|m| m.id.clone()).collect();
+                let mut ids: Vec<String> = mailboxes.iter().map(|m| m.id.clone()).collect();
+                if !external.is_empty() {
+                    ids.push(QUEUED.to_string());
+                }
+                for outside in external {
+                    if !self.transaction.external.contains(&outside) {
+                        self.transaction.external.push(outside);
+                    }
+                }
                 for mailbox in mailboxes {
                     let duplicate = self
                         .transaction
@@ -134,67 +145,153 @@ impl Session {
         }
     }
 
-    /// The mailboxes a recipient address delivers to, or the reply that refuses it.
+    /// The mailboxes and outside addresses a recipient address delivers to, or the reply
+    /// that refuses it.
     pub(super) async fn check_recipient(
         &self,
         address: &str,
         size: u64,
-    ) -> Result<Vec<Mailbox>, Refused> {
+    ) -> Result<Routed, Refused> {
         let temporary = || Reply::new(451, Some((4, 3, 0)), "temporary failure, try again later");
+        let refuse = |reply: Reply, tenant: Option<String>| Err(Refused::new(reply, tenant));
+        let queue = self.services.queue.as_ref();
+
+        // A bounce to one of this server's SRS addresses goes back to the original sender.
+        if let Some(srs) = queue.and_then(|q| q.srs())
+            && srs.is_srs(address)
+        {
+            return match srs.reverse(address) {
+                Ok(original) => Ok(Routed {
+                    mailboxes: Vec::new(),
+                    external: vec![External {
+                        address: original,
+                        forwarded_by: None,
+                        tenant: "-".to_string(),
+                    }],
+                }),
+                Err(error) => {
+                    tracing::info!(%address, cause = %error, "[smtp] srs address refused");
+                    refuse(Reply::new(550, Some((5, 1, 1)), "no such user"), None)
+                }
+            };
+        }
+
         let resolution = match self.services.directory.resolve_recipient(address).await {
             Ok(resolution) => resolution,
-            Err(error) if error.is_temporary() => return Err(Refused::new(temporary(), None)),
+            Err(error) if error.is_temporary() => return refuse(temporary(), None),
             Err(_) => {
                 let reply = Reply::new(501, Some((5, 1, 3)), "bad recipient address syntax");
-                return Err(Refused::new(reply, None));
+                return refuse(reply, None);
             }
         };
-        let (mailboxes, external) = match resolution {
+        let (mut mailboxes, mut external) = match resolution {
+            // A logged-in user may send anywhere, through the queue.
+            Resolution::NotLocal if self.mode == Mode::Submission && queue.is_some() => {
+                let tenant = self
+                    .user
+                    .as_ref()
+                    .map(|u| u.tenant.clone())
+                    .unwrap_or_default();
+                let outside = External {
+                    address: address.to_string(),
+                    forwarded_by: None,
+                    tenant,
+                };
+                (Vec::new(), vec![outside])
+            }
             // RFC 5321 §3.6.2: only local domains; no relaying without authentication.
             Resolution::NotLocal => {
                 let reply = Reply::new(550, Some((5, 7, 1)), "relay access denied");
-                return Err(Refused::new(reply, None));
+                return refuse(reply, None);
             }
             Resolution::Unknown => {
                 let reply = Reply::new(550, Some((5, 1, 1)), "no such user");
-                return Err(Refused::new(reply, self.domain_tenant(address).await));
+                return refuse(reply, self.domain_tenant(address).await);
             }
             Resolution::Inactive { .. } => {
                 let reply = Reply::new(550, Some((5, 2, 1)), "mailbox disabled");
-                return Err(Refused::new(reply, self.domain_tenant(address).await));
+                return refuse(reply, self.domain_tenant(address).await);
             }
             Resolution::Mailbox(mailbox) => {
                 if !mailbox.allows(Service::Deliver) {
                     let reply = Reply::new(550, Some((5, 2, 1)), "mailbox disabled");
-                    return Err(Refused::new(reply, Some(mailbox.tenant)));
+                    return refuse(reply, Some(mailbox.tenant));
                 }
-                (vec![mailbox], false)
+                (vec![mailbox], Vec::new())
             }
             Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion } => {
                 if expansion.mailboxes.is_empty() && expansion.external.is_empty() {
                     let reply = Reply::new(550, Some((5, 1, 1)), "no such user");
-                    return Err(Refused::new(reply, self.domain_tenant(address).await));
+                    return refuse(reply, self.domain_tenant(address).await);
                 }
-                (expansion.mailboxes, !expansion.external.is_empty())
+                let tenant = expansion
+                    .mailboxes
+                    .first()
+                    .map(|m| m.tenant.clone())
+                    .unwrap_or_else(|| "-".to_string());
+                let external = expansion
+                    .external
+                    .iter()
+                    .map(|target| External {
+                        address: target.to_string(),
+                        forwarded_by: Some(address.to_string()),
+                        tenant: tenant.clone(),
+                    })
+                    .collect();
+                (expansion.mailboxes, external)
             }
         };
+        // Forward addresses of the mailboxes reached, one level deep: a local target gets its
+        // copy in its own mailbox, an outside one through the queue.
+        let forwarding: Vec<(String, String, String)> = mailboxes
+            .iter()
+            .flat_map(|m| {
+                m.forward
+                    .iter()
+                    .map(|f| (f.clone(), m.address.to_string(), m.tenant.clone()))
+            })
+            .collect();
+        for (target, owner, tenant) in forwarding {
+            match self.services.directory.resolve_recipient(&target).await {
+                Ok(Resolution::NotLocal) => external.push(External {
+                    address: target,
+                    forwarded_by: Some(owner),
+                    tenant,
+                }),
+                Ok(Resolution::Mailbox(mailbox)) if mailbox.allows(Service::Deliver) => {
+                    if !mailboxes.iter().any(|m| m.id == mailbox.id) {
+                        mailboxes.push(mailbox);
+                    }
+                }
+                Ok(Resolution::Alias { expansion, .. } | Resolution::CatchAll { expansion }) => {
+                    for mailbox in expansion.mailboxes {
+                        if !mailboxes.iter().any(|m| m.id == mailbox.id) {
+                            mailboxes.push(mailbox);
+                        }
+                    }
+                }
+                Ok(_) => tracing::warn!(%owner, %target, "[smtp] forward address reaches nobody"),
+                Err(error) if error.is_temporary() => return refuse(temporary(), None),
+                Err(_) => tracing::warn!(%owner, %target, "[smtp] forward address is invalid"),
+            }
+        }
         let tenant = |mailbox: &Mailbox| Some(mailbox.tenant.clone());
-        // TODO: forwarding to other hosts needs the outbound queue (its own issue); until then
-        // a recipient that would forward waits (4xx) rather than losing the forwarded copy.
-        if external || mailboxes.iter().any(|m| !m.forward.is_empty()) {
+        if !external.is_empty() && queue.is_none() {
+            // No queue in this process: forwarding to other hosts waits (4xx) rather than
+            // losing the forwarded copy.
             let reply = Reply::new(
                 451,
                 Some((4, 3, 2)),
-                "forwarding to other hosts is not available yet",
+                "forwarding to other hosts is not available",
             );
-            return Err(Refused::new(reply, mailboxes.first().and_then(tenant)));
+            return refuse(reply, mailboxes.first().and_then(tenant));
         }
 
         for mailbox in &mailboxes {
             // RFC 1870: the recipient's own limit, before the body is sent.
             if mailbox.max_message_size > 0 && size > mailbox.max_message_size {
                 let reply = Reply::new(552, Some((5, 3, 4)), "message too big for the recipient");
-                return Err(Refused::new(reply, tenant(mailbox)));
+                return refuse(reply, tenant(mailbox));
             }
             let quota = QuotaLimit {
                 bytes: mailbox.quota_bytes,
@@ -219,9 +316,12 @@ impl Session {
                     temporary()
                 }
             };
-            return Err(Refused::new(reply, tenant(mailbox)));
+            return refuse(reply, tenant(mailbox));
         }
-        Ok(mailboxes)
+        Ok(Routed {
+            mailboxes,
+            external,
+        })
     }
 
     /// The tenant of the local domain of `address`, for a refusal that found no entry. The
@@ -245,6 +345,14 @@ impl Refused {
     }
 }
 
+/// Where a recipient's copies go.
+pub(super) struct Routed {
+    /// Local mailboxes.
+    pub mailboxes: Vec<Mailbox>,
+    /// Outside addresses, through the queue.
+    pub external: Vec<External>,
+}
+
 /// The `reason` label of a refusal, from the reply that carries it.
 pub(super) fn reject_reason(reply: &Reply) -> Rejection {
     match (reply.code, reply.status) {
@@ -255,6 +363,7 @@ pub(super) fn reject_reason(reply: &Reply) -> Rejection {
         (552, _) => Rejection::Size,
         (550, Some((5, 6, 0))) => Rejection::BareLineEnding,
         (530, _) | (553, Some((5, 7, 1))) => Rejection::Policy,
+        (554, Some((5, 4, 6))) => Rejection::Loop,
         (code, _) if code >= 500 => Rejection::Other,
         _ => Rejection::Temporary,
     }
@@ -275,6 +384,7 @@ mod tests {
         assert_eq!(reason(552, (5, 3, 4)), Rejection::Size);
         assert_eq!(reason(550, (5, 6, 0)), Rejection::BareLineEnding);
         assert_eq!(reason(553, (5, 7, 1)), Rejection::Policy);
+        assert_eq!(reason(554, (5, 4, 6)), Rejection::Loop);
         assert_eq!(reason(501, (5, 1, 3)), Rejection::Other);
         assert_eq!(reason(451, (4, 3, 0)), Rejection::Temporary);
     }
