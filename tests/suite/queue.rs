@@ -663,8 +663,13 @@ fn queue_metrics_count_deliveries_by_result() {
             .expect("metrics")
             .1;
     for expected in [
-        "mailfold_queue_deliveries_total{result=\"sent\"}",
+        "mailfold_queue_deliveries_total{result=\"sent\"} ",
         "mailfold_queue_deliveries_total{result=\"bounced\"} 1",
+        // The mailgraph view: alice's tenant sent one copy and had one recipient bounce; the
+        // report to alice is delivered mail, not sent mail.
+        "mailfold_messages_sent_total{tenant=\"acme\"} 1\n",
+        "mailfold_messages_bounced_total{tenant=\"acme\"} 1\n",
+        "mailfold_messages_delivered_total{tenant=\"acme\"} 1\n",
         "mailfold_queue_messages{state=\"deferred\"} 0",
         "mailfold_queue_delivery_duration_seconds_count",
     ] {

@@ -59,6 +59,12 @@ impl QueueMetrics {
         }
     }
 
+    /// A copy the queue delivered into a local mailbox of `tenant` (a bounce to a local
+    /// sender, a reversed SRS address).
+    pub(crate) fn delivered(&self, tenant: &str, bytes: u64) {
+        self.mail.delivered(tenant, bytes);
+    }
+
     /// The mailgraph counts of one round of a message from a sender of `tenant`: copies the
     /// next hops accepted, and recipients reported back to the sender as failed. A returned
     /// bounce (tenant `-`) belongs to no tenant.

@@ -481,6 +481,7 @@ impl Shared {
                 "Return-Path: <{}>\r\nDelivered-To: {recipient}\r\n{}",
                 envelope.sender, envelope.prefix
             );
+            let metrics = self.metrics.clone();
             let written = tokio::task::spawn_blocking(move || {
                 for mailbox in &mailboxes {
                     let quota = QuotaLimit {
@@ -492,7 +493,9 @@ impl Shared {
                         maildir: &maildir,
                         prefix: Some(prefix.as_bytes()),
                     };
-                    mailfold_store::deliver(&path, &[recipient]).remove(0)?;
+                    let delivered = mailfold_store::deliver(&path, &[recipient]).remove(0)?;
+                    // A copy kept on the platform is delivered mail, not sent mail.
+                    metrics.delivered(&mailbox.tenant, delivered.size);
                 }
                 Ok::<(), StoreError>(())
             })
@@ -534,7 +537,10 @@ impl Shared {
                 let (result, reply) = match outcome {
                     Outcome::Sent(reply) => {
                         recipient.state = State::Sent;
-                        flight.sent += 1;
+                        // Only copies handed to another host count as sent (mailgraph).
+                        if host.is_some() {
+                            flight.sent += 1;
+                        }
                         let waited = now().saturating_sub(created) as f64;
                         self.metrics.delivered_after(waited);
                         ("sent", reply)

@@ -135,11 +135,11 @@ impl MailMetrics {
             ),
             sent: by_tenant(
                 "mailfold_messages_sent_total",
-                "Messages relayed to other hosts by the outbound queue.",
+                "Copies relayed to other hosts by the outbound queue, one per recipient.",
             ),
             bounced: by_tenant(
                 "mailfold_messages_bounced_total",
-                "Messages the outbound queue gave up on and bounced to their sender.",
+                "Recipients the outbound queue gave up on and reported to their sender.",
             ),
             rejected: vec(
                 "mailfold_messages_rejected_total",
