@@ -1,7 +1,7 @@
 //! Tenant administrators: who may use the JSON API for a tenant, and the tokens they log in with.
 //!
 //! An administrator is a `mailfoldAdmin` entry at `uid=<login>,ou=admins,<tenant entry>`. It
-//! logs in with its `mail` or with `<uid>@<tenant id>` and its password, checked by binding as
+//! logs in with `<uid>@<tenant id>` or with its `mail` (tried in that order) and its password, checked by binding as
 //! the entry (the hash stays in the directory), or with a bearer token issued after such a
 //! login.
 //!
@@ -175,28 +175,29 @@ impl Directory {
         self.admin_of(&entry).await
     }
 
-    /// The administrator entry a login names: by `mail` first, then as `<uid>@<tenant>`.
+    /// The administrator entry a login names: as `<uid>@<tenant>` first (one read of a known
+    /// DN), then by `mail` (a search).
     async fn admin_entry(&self, login: &Address) -> std::result::Result<Entry, LoginFailure> {
         let unavailable = LoginFailure::Unavailable;
+        let dn = self.admin_dn(login.domain(), login.local_part());
+        match self.timed("read", self.backend.read(&dn)).await {
+            Ok(Some(entry)) if entry.has_class("mailfoldAdmin") => return Ok(entry),
+            Ok(_) => {}
+            Err(error) => return Err(unavailable(error)),
+        }
+
         let filter = Filter::And(vec![
             Filter::class("mailfoldAdmin"),
             Filter::equal("mail", login.as_str()),
         ]);
         let mut found = self.search_tenants(&filter).await.map_err(unavailable)?;
         match found.len() {
-            0 => {}
-            1 => return Ok(found.remove(0)),
+            0 => Err(LoginFailure::Refused(Refusal::UnknownLogin)),
+            1 => Ok(found.remove(0)),
             _ => {
                 tracing::error!(login = %login, "two administrators have one mail");
-                return Err(LoginFailure::Refused(Refusal::Ambiguous));
+                Err(LoginFailure::Refused(Refusal::Ambiguous))
             }
-        }
-
-        let dn = self.admin_dn(login.domain(), login.local_part());
-        match self.timed("read", self.backend.read(&dn)).await {
-            Ok(Some(entry)) if entry.has_class("mailfoldAdmin") => Ok(entry),
-            Ok(_) => Err(LoginFailure::Refused(Refusal::UnknownLogin)),
-            Err(error) => Err(unavailable(error)),
         }
     }
 
