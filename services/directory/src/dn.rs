@@ -152,6 +152,12 @@ impl Dn {
         })
     }
 
+    /// Whether `self` is directly below `parent` (without building the parent DN).
+    pub fn is_child_of(&self, parent: &Dn) -> bool {
+        self.components.len() == parent.components.len() + 1
+            && self.components[1..] == parent.components[..]
+    }
+
     /// Whether `self` is `base` or below it.
     pub fn is_within(&self, base: &Dn) -> bool {
         self.components.len() >= base.components.len()
@@ -272,6 +278,8 @@ mod tests {
         assert!(!base.is_within(&leaf));
         assert_eq!(leaf.parent().unwrap().leaf_value(), Some("mailboxes"));
         assert_eq!(leaf.value_of("mailfolddomainname"), Some("a.test"));
+        assert!(leaf.is_child_of(&leaf.parent().unwrap()));
+        assert!(!leaf.is_child_of(&base) && !base.is_child_of(&leaf) && !leaf.is_child_of(&leaf));
     }
 
     #[test]

@@ -81,9 +81,9 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, LdifError> {
 /// than 76 bytes are folded. `parse(&write(entries))` gives back `entries` for every `entries`
 /// that [`parse`] can produce: a non-empty DN, attribute names as LDIF spells them, no attribute
 /// without values, and binary values that are not UTF-8.
-pub fn write(entries: &[Entry]) -> String {
+pub fn write<'e>(entries: impl IntoIterator<Item = &'e Entry>) -> String {
     let mut out = String::new();
-    for (index, entry) in entries.iter().enumerate() {
+    for (index, entry) in entries.into_iter().enumerate() {
         if index > 0 {
             out.push('\n');
         }

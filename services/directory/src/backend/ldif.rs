@@ -199,11 +199,7 @@ impl LdifBackend {
                 return Err(DirectoryError::NotFound);
             }
             // RFC 4511 §4.8: only leaf entries can be deleted (notAllowedOnNonLeaf).
-            if store
-                .entries
-                .keys()
-                .any(|other| other.parent().as_ref() == Some(&key))
-            {
+            if store.entries.keys().any(|other| other.is_child_of(&key)) {
                 return Err(DirectoryError::Conflict(
                     "the entry still has entries below it".into(),
                 ));
@@ -375,8 +371,8 @@ impl Store {
         if let Some(added) = added {
             ordered.insert(self.next_sequence, added);
         }
-        let entries: Vec<Entry> = ordered.into_values().cloned().collect();
-        ldif_format::write(&entries)
+        // Rendered from references: a write must not copy the whole tree first.
+        ldif_format::write(ordered.into_values())
     }
 }
 
