@@ -22,8 +22,8 @@ use mailfold_pop3::lock::{LOCK_FILE, STALE_AFTER};
 use mailfold_store::{Maildir, MessageInfo, QuotaLimit, Recipient, Store, deliver};
 use mailfold_tests::binary::{Server, free_port};
 use mailfold_tests::fixture::{self, SUFFIX};
-use mailfold_tests::repo_root;
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
+use mailfold_tests::{base64, repo_root};
 
 /// A mailbox of the quick start: login, password, store path on the `local` shard.
 #[derive(Debug, Clone, Copy)]
@@ -1296,25 +1296,6 @@ fn uidl(server: &TestServer, account: Account) -> BTreeMap<usize, String> {
 /// The base64 SASL PLAIN response for `login` and `password` (RFC 4616 §2).
 fn plain_response(login: &str, password: &str) -> String {
     base64(format!("\0{login}\0{password}").as_bytes())
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::new();
-    for chunk in bytes.chunks(3) {
-        let group = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                text.push(ALPHABET[(group >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                text.push('=');
-            }
-        }
-    }
-    text
 }
 
 fn content(message: &MessageInfo) -> Vec<u8> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use mailfold_tests::binary::{Server, free_port, mailfold_binary};
 use mailfold_tests::fixture;
-use mailfold_tests::repo_root;
+use mailfold_tests::{base64, repo_root};
 
 /// alice@acme.test's store path on the `local` shard.
 const ALICE_STORE: &str = "2a/4c/u-0001";
@@ -888,17 +888,8 @@ impl Mailfold {
              \"partner.example\" = \"{peer_address}\"\n\"elsewhere.example\" = \"{peer_address}\"\n\
              [queue.srs]\ndomain = \"{SRS_DOMAIN}\"\nsecret = \"a test secret of some length\"\n"
         ));
-        let swaps = [
-            ("\"../var\"".to_string(), "\"var\"".to_string()),
-            (
-                "\"../var/directory.ldif\"".into(),
-                "\"var/directory.ldif\"".into(),
-            ),
-            ("\"../var/mail\"".into(), "\"var/mail\"".into()),
-            (
-                "\"quickstart.ldif\"".into(),
-                format!("{:?}", seed.display().to_string()),
-            ),
+        let mut swaps = fixture::state_swaps(&seed);
+        swaps.extend([
             (
                 "roles = [\"api\", \"pop3\", \"smtp\", \"lmtp\", \"queue\"]".into(),
                 "roles = [\"api\", \"smtp\", \"queue\"]".into(),
@@ -908,7 +899,7 @@ impl Mailfold {
             ("127.0.0.1:2587".into(), format!("127.0.0.1:{submission}")),
             ("127.0.0.1:2465".into(), format!("127.0.0.1:{}", ports[3])),
             ("127.0.0.1:2424".into(), format!("127.0.0.1:{}", ports[4])),
-        ];
+        ]);
         let text = fixture::apply_swaps(text, &swaps);
         let config = folder.path().join("quickstart.toml");
         fs::write(&config, text).unwrap();
@@ -1186,24 +1177,4 @@ impl Client {
         data.extend_from_slice(b".\r\n");
         self.reader.get_mut().write_all(&data).unwrap();
     }
-}
-
-/// Base64 (RFC 4648 §4), for AUTH PLAIN.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::new();
-    for chunk in bytes.chunks(3) {
-        let group = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                text.push(ALPHABET[(group >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                text.push('=');
-            }
-        }
-    }
-    text
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use mailfold_tests::binary::{Server, free_port};
 use mailfold_tests::fixture::{self, SUFFIX};
-use mailfold_tests::repo_root;
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
+use mailfold_tests::{base64, repo_root};
 
 /// A mailbox of the quick start: address, password, store path on the `local` shard.
 #[derive(Debug, Clone, Copy)]
@@ -926,26 +926,6 @@ impl Client {
         data.extend_from_slice(b".\r\n");
         self.send_bytes(&data);
     }
-}
-
-/// Base64 (RFC 4648 §4), for AUTH PLAIN.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::new();
-    for chunk in bytes.chunks(3) {
-        let group = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                text.push(ALPHABET[(group >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                text.push('=');
-            }
-        }
-    }
-    text
 }
 
 fn path_text(path: &Path) -> &str {

@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mailfold_net::rfc5322_date;
+
 use crate::envelope::{Envelope, Recipient};
 
 /// At most this much of the original header section is quoted in the report.
@@ -173,45 +175,6 @@ fn header_section(message: &Path) -> Vec<u8> {
         line.clear();
     }
     out
-}
-
-/// An RFC 5322 §3.3 date in UTC.
-pub fn rfc5322_date(time: SystemTime) -> String {
-    // The SMTP crate formats its Received dates the same way; the queue has no dependency on
-    // it, so the small calendar routine lives here too.
-    let seconds = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (seconds / 86_400) as i64;
-    let (hour, minute, second) = (
-        (seconds % 86_400) / 3600,
-        (seconds % 3600) / 60,
-        seconds % 60,
-    );
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted + 2) / 5 + 1;
-    let month = if shifted < 10 {
-        shifted + 3
-    } else {
-        shifted - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {day:02} {} {year} {hour:02}:{minute:02}:{second:02} +0000",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize]
-    )
 }
 
 #[cfg(test)]
