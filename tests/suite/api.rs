@@ -308,3 +308,62 @@ fn the_openapi_document_is_served_and_the_operator_api_is_closed_without_a_token
     assert_eq!(String::from_utf8_lossy(&output.stdout), "401");
     assert!(server.log_text().contains("the operator api is closed"));
 }
+
+/// One HTTP/1.1 request on a fresh connection that starts with `proxy` (a PROXY protocol
+/// line, or nothing); the status, or `None` when the server closed without answering.
+fn raw_request(port: u16, proxy: &str, login: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let basic = mailfold_tests::base64(login.as_bytes());
+    let request = format!(
+        "{proxy}GET /v1/domains HTTP/1.1\r\nHost: api\r\nAuthorization: Basic {basic}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok())
+}
+
+#[test]
+fn behind_a_balancer_the_proxy_header_names_the_client_the_throttle_counts() {
+    let folder = tempfile::tempdir().unwrap();
+    let ports = distinct_ports(6);
+    let config = write_config(folder.path(), &ports, None, false);
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("tls = false\n", "tls = false\nproxy_protocol = true\n");
+    fs::write(&config, text).unwrap();
+    let api = ports[0];
+    let from = |client: &str| format!("PROXY TCP4 {client} 127.0.0.1 40000 {api}\r\n");
+    let _server = Server::start_when(&config, folder.path().join("server.log"), || {
+        std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
+    });
+
+    // Ten wrong logins, each for another account, from one client behind the balancer: the
+    // next attempt from that client is throttled.
+    for attempt in 0..10 {
+        let status = raw_request(
+            api,
+            &from("198.51.100.7"),
+            &format!("x{attempt}@acme:wrong"),
+        );
+        assert_eq!(status, Some(401), "attempt {attempt}");
+    }
+    assert_eq!(
+        raw_request(api, &from("198.51.100.7"), "jane@acme:jane-pw"),
+        Some(429)
+    );
+
+    // Another client behind the same balancer (the same TCP peer) is not.
+    assert_eq!(
+        raw_request(api, &from("203.0.113.9"), "jane@acme:jane-pw"),
+        Some(200)
+    );
+
+    // Without the header the connection is closed unanswered.
+    assert_eq!(raw_request(api, "", "jane@acme:jane-pw"), None);
+}

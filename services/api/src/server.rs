@@ -2,6 +2,8 @@
 //!
 //! axum's own `serve` has no header timeout and no TLS, so the loop is written here on hyper:
 //! - a connection limit in total and per client network, shared logic with the mail roles;
+//! - optionally a PROXY protocol header first (from a load balancer), whose client address
+//!   then counts for the limits and the login throttle;
 //! - a TLS handshake limited to [`HANDSHAKE_TIMEOUT`], in the connection's own task so that a
 //!   slow client cannot hold up the accept loop;
 //! - the request head must arrive within [`HEADER_TIMEOUT`] and stay under
@@ -44,6 +46,8 @@ pub struct ServerOptions {
     pub limits: Arc<ConnectionLimits>,
     /// Longest time to answer one request.
     pub request_timeout: Duration,
+    /// Read a PROXY protocol header (v1 or v2) first and take the client address from it.
+    pub proxy_protocol: bool,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -69,13 +73,15 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(permit) = options.limits.try_acquire(peer.ip()) else {
-            tracing::warn!(%peer, "http connection refused: too many connections");
-            continue;
-        };
         let (router, options, stopping) = (router.clone(), options.clone(), stopping.clone());
         connections.spawn(async move {
-            let _permit = permit;
+            let Some((stream, peer)) = client_of(stream, peer, &options).await else {
+                return;
+            };
+            let Some(_permit) = options.limits.try_acquire(peer.ip()) else {
+                tracing::warn!(%peer, "http connection refused: too many connections");
+                return;
+            };
             connection(stream, peer, router, options, stopping).await;
         });
         // Reap finished connections so the set does not grow with the listener's lifetime.
@@ -85,6 +91,25 @@ pub async fn serve(
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The connection and its client's address: the TCP peer, or the one a PROXY header names.
+/// `None` when a PROXY header was expected and did not come in time or was malformed.
+async fn client_of(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    options: &ServerOptions,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    if !options.proxy_protocol {
+        return Some((stream, peer));
+    }
+    match mailfold_net::proxy::read_proxy_header(&mut stream, HANDSHAKE_TIMEOUT).await {
+        Ok(header) => Some((stream, header.client(peer))),
+        Err(error) => {
+            tracing::warn!(%peer, cause = %error, "bad proxy header on the api listener");
+            None
+        }
+    }
 }
 
 /// Completes when the stop flag is raised (or its sender is gone).

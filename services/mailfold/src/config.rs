@@ -201,6 +201,8 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// Most open connections from one client network.
     pub max_connections_per_ip: usize,
+    /// Expect a PROXY protocol header first, from a load balancer.
+    pub proxy_protocol: bool,
 }
 
 /// The shortest operator token accepted: it is the key to the whole platform.
@@ -975,6 +977,7 @@ fn read_api(root: &mut Section, errors: &mut Errors, enabled: bool) -> ApiConfig
     let max_connections_per_ip = api
         .integer("max_connections_per_ip", 1, 1_000_000, errors)
         .unwrap_or(32) as usize;
+    let proxy_protocol = api.boolean("proxy_protocol", errors).unwrap_or(false);
     api.finish(errors);
     ApiConfig {
         listen,
@@ -986,6 +989,7 @@ fn read_api(root: &mut Section, errors: &mut Errors, enabled: bool) -> ApiConfig
         shard_placement,
         max_connections,
         max_connections_per_ip,
+        proxy_protocol,
     }
 }
 

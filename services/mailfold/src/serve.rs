@@ -134,6 +134,7 @@ async fn start_api(
             api.max_connections_per_ip,
         )),
         request_timeout: api.request_timeout,
+        proxy_protocol: api.proxy_protocol,
     };
     for address in &api.listen {
         let listener = bind(address, "api").await?;
