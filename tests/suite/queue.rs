@@ -646,6 +646,66 @@ fn the_queue_commands_list_show_retry_and_delete_messages() {
 }
 
 #[test]
+fn an_smtp_process_without_the_queue_role_hands_mail_over_through_a_shared_folder() {
+    let peer = Peer::start();
+    let shared = tempfile::tempdir().unwrap();
+    let folder = format!(
+        "folder = {:?}\n",
+        shared.path().join("queue").display().to_string()
+    );
+
+    // The front-end queues into the shared folder and delivers nothing itself.
+    let mut front = Mailfold::new(&peer, &format!("{folder}handover = true\n"));
+    let text = fs::read_to_string(&front.config).unwrap().replace(
+        "roles = [\"api\", \"smtp\", \"queue\"]",
+        "roles = [\"api\", \"smtp\"]",
+    );
+    fs::write(&front.config, text).unwrap();
+    let mut back = Mailfold::new(&peer, &folder);
+
+    // With the owner of the folder down, the message is still taken, durably.
+    front.start();
+    front.submit(
+        "alice@acme.test",
+        &["early@example.org"],
+        "Subject: early\r\n\r\nx\r\n",
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(peer.messages().is_empty(), "the front-end must not deliver");
+    let listed = front.cli(&["queue", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("early@example.org"));
+
+    // The queue process delivers it, and what the front-end queues later.
+    back.start();
+    peer.wait_for(1);
+    front.submit(
+        "alice@acme.test",
+        &["later@example.org"],
+        "Subject: later\r\n\r\ny\r\n",
+    );
+    let arrived = peer.wait_for(2);
+    let recipients: Vec<&str> = arrived.iter().map(|(meta, _)| meta.as_str()).collect();
+    assert!(
+        recipients.iter().any(|m| m.contains("early@example.org"))
+            && recipients.iter().any(|m| m.contains("later@example.org")),
+        "{recipients:?}\n{}",
+        back.log_text()
+    );
+    back.wait_until_empty();
+    front.stop();
+}
+
+#[test]
+fn handover_is_refused_in_a_process_that_has_the_queue_role() {
+    let peer = Peer::start();
+    let mailfold = Mailfold::new(&peer, "handover = true\n");
+    let checked = mailfold.cli(&["check-config"]);
+    assert!(!checked.status.success());
+    let errors = String::from_utf8_lossy(&checked.stderr);
+    assert!(errors.contains("queue.handover"), "{errors}");
+}
+
+#[test]
 fn queue_metrics_count_deliveries_by_result() {
     let peer = Peer::start();
     peer.set(r#"{"rcpt": {"no@example.org": "550 5.1.1 no"}}"#);

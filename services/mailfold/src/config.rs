@@ -301,6 +301,14 @@ fn read_config(root: &mut Section, errors: &mut Errors) -> Option<Config> {
     let pop3 = read_pop3(root, errors, roles.contains(&Role::Pop3));
     let smtp = read_smtp(root, errors);
     let queue = crate::queue_config::read_queue(root, errors, &state_dir, &smtp.hostname);
+    if queue.handover && roles.contains(&Role::Queue) {
+        errors.add(
+            "queue.handover",
+            "a process with the queue role delivers from its folder itself; handover is for \
+             smtp processes without it"
+                .into(),
+        );
+    }
     let mut metrics = root.section("metrics", errors);
     let max_tenants = metrics
         .integer("max_tenants", 1, 1_000_000, errors)

@@ -15,6 +15,9 @@ use crate::config::{Errors, Section};
 pub struct QueueConfig {
     /// The queue folder.
     pub folder: PathBuf,
+    /// Queue into `folder` without delivering from it: the queue role of another process,
+    /// which owns the folder, delivers.
+    pub handover: bool,
     /// The name in EHLO and in bounces.
     pub hostname: String,
     /// Waits between attempts; the last repeats.
@@ -82,6 +85,7 @@ pub(crate) fn read_queue(
     let folder = section
         .path("folder", errors)
         .unwrap_or_else(|| state_dir.join("queue"));
+    let handover = section.boolean("handover", errors).unwrap_or(false);
     let hostname = section
         .string("hostname", errors)
         .unwrap_or_else(|| hostname.to_string());
@@ -181,6 +185,7 @@ pub(crate) fn read_queue(
     section.finish(errors);
     QueueConfig {
         folder,
+        handover,
         hostname,
         retry_intervals,
         lifetime,

@@ -68,11 +68,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )
         .await?;
     }
-    let queue = match config.roles.contains(&Role::Queue) {
-        true => Some(start_queue(
+    let queue = if config.roles.contains(&Role::Queue) {
+        Some(start_queue(
             &config, &directory, &metrics, &stopping, &mut roles,
-        )?),
-        false => None,
+        )?)
+    } else if config.queue.handover {
+        // Another process's queue role owns the folder and delivers from it.
+        tracing::info!(folder = %config.queue.folder.display(), "queueing for another process");
+        Some(Arc::new(open_queue(&config)?))
+    } else {
+        None
     };
     if config.roles.contains(&Role::Smtp) || config.roles.contains(&Role::Lmtp) {
         let services = (&directory, &metrics, queue);

@@ -33,9 +33,9 @@
 //! - A recipient is failed for good only on a 5xx or at the end of the lifetime; a bounce
 //!   never goes to the null sender, and a bounce is never answered by a bounce.
 
-// TODO: SMTP front-ends in other processes cannot hand mail to a queue replica yet (the smtp
-// role queues into its own process's folder); a handover listener goes in with the Helm chart's
-// queue StatefulSet.
+// TODO: a handover from another process goes through a queue folder both mount (`[queue]
+// handover`); a handover over the network, for front-ends that share no volume with the queue
+// replicas, is not built yet.
 
 pub mod client;
 pub mod dkim;
@@ -86,6 +86,9 @@ pub struct Queue {
     /// Ids queued by this process since the worker last looked, with their first attempt:
     /// the worker takes them without listing the folder.
     recent: std::sync::Mutex<Vec<(String, u64)>>,
+    /// Whether a worker of this process delivers from the folder. Without one (a handover
+    /// process) nothing is announced: the other process's worker finds the files by listing.
+    delivering: std::sync::atomic::AtomicBool,
 }
 
 impl Queue {
@@ -97,6 +100,7 @@ impl Queue {
             dkim,
             wake: tokio::sync::Notify::new(),
             recent: std::sync::Mutex::new(Vec::new()),
+            delivering: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -163,13 +167,22 @@ impl Queue {
         Ok(queued.id)
     }
 
-    /// Tells the worker of a message queued by this process.
+    /// Tells the worker of a message queued by this process, when there is one.
     fn announce(&self, queued: &Envelope) {
+        if !self.delivering.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         // A poisoned list is still a list of ids.
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.push((queued.id.clone(), queued.next_attempt));
         drop(recent);
         self.wake.notify_one();
+    }
+
+    /// Marks the folder as delivered from by this process's worker.
+    pub(crate) fn attach_worker(&self) {
+        self.delivering
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The ids announced since the last call.

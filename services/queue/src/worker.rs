@@ -120,6 +120,7 @@ impl Deliverer {
         metrics: QueueMetrics,
     ) -> Result<Deliverer, QueueError> {
         let lock = queue.folder().lock()?;
+        queue.attach_worker();
         let removed = queue.folder().remove_debris();
         if removed > 0 {
             tracing::info!(removed, "[queue] removed files left by a crash");
