@@ -20,7 +20,7 @@ use crate::entry::Entry;
 use crate::error::{DirectoryError, Result};
 use crate::filter::Filter;
 use crate::model::{Alias, LocalDomain, Skip, Status, strictest};
-use crate::provision::check_text;
+use crate::provision::{address_list, check_text};
 use crate::resolve::Found;
 
 /// Most targets one alias may have: beyond this it is a mailing list, not an alias.
@@ -75,14 +75,13 @@ impl Directory {
     /// How many mailboxes a local domain has.
     pub async fn count_mailboxes(&self, domain: &str) -> Result<u64> {
         let domain = self.primary_domain(domain).await?;
-        let found = self.entries_below(&domain.dn, "mailfoldMailbox").await?;
-        Ok(found.len() as u64)
+        self.count_below(&domain.dn, "mailfoldMailbox").await
     }
 
     /// How many aliases a local domain has.
     pub async fn count_aliases(&self, domain: &str) -> Result<u64> {
         let domain = self.primary_domain(domain).await?;
-        Ok(self.entries_below(&domain.dn, "mailfoldAlias").await?.len() as u64)
+        self.count_below(&domain.dn, "mailfoldAlias").await
     }
 
     /// Creates an alias in `domain`, written with the authority of `actor`.
@@ -207,8 +206,14 @@ impl Directory {
         .await
     }
 
-    /// Whether any entry claims `address`.
-    async fn address_in_use(&self, address: &Address) -> Result<bool> {
+    /// How many entries of `class` are at or below `base`.
+    pub(crate) async fn count_below(&self, base: &str, class: &'static str) -> Result<u64> {
+        Ok(self.entries_below(base, class).await?.len() as u64)
+    }
+
+    /// Whether any entry claims `address`: a mailbox, an alias, or a mailbox being deleted
+    /// and not yet purged.
+    pub(crate) async fn address_in_use(&self, address: &Address) -> Result<bool> {
         let filter = Filter::equal("mailfoldAddress", address.as_str());
         let found = self
             .timed(
@@ -223,8 +228,7 @@ impl Directory {
     /// tenant's.
     async fn check_alias_limits(&self, domain: &LocalDomain) -> Result<()> {
         let domain_limit = strictest(&[domain.limits.max_aliases]);
-        if domain_limit > 0
-            && self.entries_below(&domain.dn, "mailfoldAlias").await?.len() as u64 >= domain_limit
+        if domain_limit > 0 && self.count_below(&domain.dn, "mailfoldAlias").await? >= domain_limit
         {
             return Err(DirectoryError::LimitReached(format!(
                 "{} may have at most {domain_limit} aliases",
@@ -233,11 +237,7 @@ impl Directory {
         }
         let tenant_limit = strictest(&[domain.tenant.limits.max_aliases]);
         if tenant_limit > 0
-            && self
-                .entries_below(&domain.tenant.dn, "mailfoldAlias")
-                .await?
-                .len() as u64
-                >= tenant_limit
+            && self.count_below(&domain.tenant.dn, "mailfoldAlias").await? >= tenant_limit
         {
             return Err(DirectoryError::LimitReached(format!(
                 "tenant {} may have at most {tenant_limit} aliases",
@@ -264,18 +264,10 @@ impl Directory {
 
 /// Every target validated and normalised, duplicates dropped; none at all is invalid.
 fn valid_targets(targets: &[String]) -> Result<Vec<String>> {
-    if targets.is_empty() || targets.len() > MAX_TARGETS {
+    if targets.is_empty() {
         return Err(DirectoryError::Invalid(format!(
             "targets: an alias needs 1 to {MAX_TARGETS} targets"
         )));
     }
-    let mut valid: Vec<String> = Vec::with_capacity(targets.len());
-    for target in targets {
-        let address = Address::parse(target.trim())
-            .map_err(|e| DirectoryError::Invalid(format!("targets: {target:?}: {e}")))?;
-        if !valid.iter().any(|v| v == address.as_str()) {
-            valid.push(address.to_string());
-        }
-    }
-    Ok(valid)
+    address_list("targets", targets, MAX_TARGETS)
 }

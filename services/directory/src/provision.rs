@@ -344,7 +344,7 @@ impl Directory {
         for claimed in std::iter::once(&name).chain(&alias_names) {
             self.domain_name_free(claimed, None).await?;
         }
-        let catch_all = address_list("catch_all", &new.catch_all)?;
+        let catch_all = address_list("catch_all", &new.catch_all, MAX_LIST)?;
 
         let max = strictest(&[tenant.limits.max_domains]);
         if max > 0 && self.domains_of(&tenant).await?.len() as u64 >= max {
@@ -400,7 +400,7 @@ impl Directory {
             changes.push(replace("mailfoldDomainAliasName", values));
         }
         if let Some(targets) = &update.catch_all {
-            let targets = address_list("catch_all", targets)?;
+            let targets = address_list("catch_all", targets, MAX_LIST)?;
             changes.push(replace("mailfoldCatchAllTarget", targets));
         }
         self.modify(&domain.dn, changes).await?;
@@ -470,7 +470,7 @@ impl Directory {
             return Err(invalid("address", format!("must be in {}", domain.name)));
         }
         let mut addresses = vec![address.clone()];
-        for extra in address_list("aliases", &new.aliases)? {
+        for extra in address_list("aliases", &new.aliases, MAX_LIST)? {
             let extra = Address::parse(&extra).map_err(|e| invalid("aliases", e))?;
             let domain_of = Domain::parse(extra.domain())?;
             if domain_of != domain.name && !domain.alias_names.contains(&domain_of) {
@@ -484,13 +484,13 @@ impl Directory {
             }
         }
         for claimed in &addresses {
-            if self.address_taken(claimed).await? {
+            if self.address_in_use(claimed).await? {
                 return Err(DirectoryError::Conflict(format!(
                     "{claimed} is already in use"
                 )));
             }
         }
-        let forward = address_list("forward", &new.forward)?;
+        let forward = address_list("forward", &new.forward, MAX_LIST)?;
         check_quota(domain, new.quota_bytes)?;
         self.check_mailbox_limits(domain).await?;
 
@@ -580,7 +580,7 @@ impl Directory {
             changes.push(replace("mailfoldEnabledService", values));
         }
         if let Some(forward) = &update.forward {
-            let forward = address_list("forward", forward)?;
+            let forward = address_list("forward", forward, MAX_LIST)?;
             changes.push(replace("mailfoldForwardAddress", forward));
         }
         self.modify(&mailbox.dn, changes).await?;
@@ -609,15 +609,6 @@ impl Directory {
             .filter(|e| e.has_class("mailfoldAdmin"))
             .ok_or(DirectoryError::NotFound)?;
         Admin::from_entry(&entry, tenant)
-    }
-
-    /// The status of an administrator entry.
-    pub async fn admin_status(&self, admin: &Admin) -> Result<Status> {
-        let entry = self
-            .timed("read", self.backend.read(&admin.dn))
-            .await?
-            .ok_or(DirectoryError::NotFound)?;
-        Ok(Status::of(&entry))
     }
 
     /// Creates an administrator of `tenant`.
@@ -737,13 +728,6 @@ impl Directory {
         Ok(())
     }
 
-    /// Whether any entry claims `address` (mailbox, alias, or a deleted mailbox not yet purged).
-    async fn address_taken(&self, address: &Address) -> Result<bool> {
-        let filter = Filter::equal("mailfoldAddress", address.as_str());
-        let search = self.backend.search(&self.base_dn, Scope::Subtree, &filter);
-        Ok(!self.timed("search", search).await?.is_empty())
-    }
-
     async fn check_mailbox_limits(&self, domain: &LocalDomain) -> Result<()> {
         let own = strictest(&[domain.limits.max_mailboxes]);
         if own > 0 && self.count_below(&domain.dn, "mailfoldMailbox").await? >= own {
@@ -765,12 +749,6 @@ impl Directory {
             )));
         }
         Ok(())
-    }
-
-    async fn count_below(&self, base: &str, class: &'static str) -> Result<u64> {
-        let filter = Filter::class(class);
-        let search = self.backend.search(base, Scope::Subtree, &filter);
-        Ok(self.timed("search", search).await?.len() as u64)
     }
 
     /// Adds `entry` below `ou=<unit>,<parent>`, creating that container if it is missing.
@@ -889,13 +867,16 @@ fn domain_list(field: &str, names: &[String]) -> Result<Vec<Domain>> {
     Ok(domains)
 }
 
-fn address_list(field: &str, addresses: &[String]) -> Result<Vec<String>> {
-    if addresses.len() > MAX_LIST {
-        return Err(invalid(field, format!("at most {MAX_LIST} addresses")));
+/// Every address of a list field validated and normalised, duplicates dropped; more than `max`
+/// is invalid.
+pub(crate) fn address_list(field: &str, addresses: &[String], max: usize) -> Result<Vec<String>> {
+    if addresses.len() > max {
+        return Err(invalid(field, format!("at most {max} addresses")));
     }
-    let mut valid: Vec<String> = Vec::new();
+    let mut valid: Vec<String> = Vec::with_capacity(addresses.len());
     for text in addresses {
-        let address = Address::parse(text.trim()).map_err(|e| invalid(field, e))?;
+        let address =
+            Address::parse(text.trim()).map_err(|e| invalid(field, format!("{text:?}: {e}")))?;
         if !valid.iter().any(|v| v == address.as_str()) {
             valid.push(address.to_string());
         }
@@ -1001,11 +982,8 @@ pub fn effective_limits(domain: &LocalDomain) -> Limits {
     let both = |own: Option<u64>, tenant: Option<u64>| Some(strictest(&[own, tenant]));
     Limits {
         max_domains: domain.tenant.limits.max_domains,
-        max_mailboxes: both(
-            domain.limits.max_mailboxes,
-            domain.tenant.limits.max_mailboxes,
-        ),
-        max_aliases: both(domain.limits.max_aliases, domain.tenant.limits.max_aliases),
+        max_mailboxes: Some(domain.max_mailboxes()),
+        max_aliases: Some(domain.max_aliases()),
         max_quota_bytes: both(
             domain.limits.max_quota_bytes,
             domain.tenant.limits.max_quota_bytes,
@@ -1045,7 +1023,7 @@ mod tests {
 
     #[test]
     fn field_errors_name_the_field() {
-        let error = address_list("forward", &["not an address".into()]).unwrap_err();
+        let error = address_list("forward", &["not an address".into()], MAX_LIST).unwrap_err();
         assert!(error.to_string().contains("forward:"), "{error}");
     }
 
