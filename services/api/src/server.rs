@@ -21,6 +21,7 @@ use axum::Router;
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use mailfold_net::server::stopped;
 use mailfold_net::{ConnectionLimits, MaybeTls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -108,15 +109,6 @@ async fn client_of(
         Err(error) => {
             tracing::warn!(%peer, cause = %error, "bad proxy header on the api listener");
             None
-        }
-    }
-}
-
-/// Completes when the stop flag is raised (or its sender is gone).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    while !*stopping.borrow_and_update() {
-        if stopping.changed().await.is_err() {
-            return;
         }
     }
 }

@@ -316,10 +316,8 @@ async fn owned_domain(
     caller: &TenantAdmin,
     name: &str,
 ) -> Result<Arc<LocalDomain>, ApiError> {
-    let Ok(parsed) = Domain::parse(name) else {
-        return Err(ApiError::not_found());
-    };
-    let domain = match state.directory().local_domain(parsed.as_str()).await {
+    // A name that is not a domain names nothing that exists.
+    let domain = match state.directory().local_domain(name).await {
         Ok(domain) => domain,
         Err(mailfold_directory::DirectoryError::Invalid(_)) => return Err(ApiError::not_found()),
         Err(error) => return Err(error.into()),

@@ -424,7 +424,7 @@ fn create_local_shards(config: &Config) -> anyhow::Result<()> {
 
 /// Completes when the stop flag is raised (or its sender is gone).
 async fn stopped(mut stopping: watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stop| *stop).await;
+    mailfold_net::server::stopped(&mut stopping).await;
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

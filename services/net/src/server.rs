@@ -78,7 +78,7 @@ where
 }
 
 /// Completes when the stop flag is raised; the watch guard is dropped before it returns.
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
+pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
