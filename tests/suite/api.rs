@@ -310,22 +310,32 @@ fn the_openapi_document_is_served_and_the_operator_api_is_closed_without_a_token
 }
 
 /// One HTTP/1.1 request on a fresh connection that starts with `proxy` (a PROXY protocol
-/// line, or nothing); the status, or `None` when the server closed without answering.
-fn raw_request(port: u16, proxy: &str, login: &str) -> Option<u16> {
+/// line, or nothing); the status and body, or `None` when the server closed without answering.
+fn raw_call(port: u16, proxy: &str, method: &str, path: &str, auth: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(15)))
         .unwrap();
-    let basic = mailfold_tests::base64(login.as_bytes());
     let request = format!(
-        "{proxy}GET /v1/domains HTTP/1.1\r\nHost: api\r\nAuthorization: Basic {basic}\r\n\
-         Connection: close\r\n\r\n"
+        "{proxy}{method} {path} HTTP/1.1\r\nHost: api\r\nAuthorization: {auth}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).ok()?;
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.split(' ').nth(1).and_then(|code| code.parse().ok())
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// `GET /v1/domains` with Basic `login`; the status.
+fn raw_request(port: u16, proxy: &str, login: &str) -> Option<u16> {
+    let basic = format!("Basic {}", mailfold_tests::base64(login.as_bytes()));
+    raw_call(port, proxy, "GET", "/v1/domains", &basic).map(|(status, _)| status)
 }
 
 #[test]
@@ -363,6 +373,28 @@ fn behind_a_balancer_the_proxy_header_names_the_client_the_throttle_counts() {
         raw_request(api, &from("203.0.113.9"), "jane@acme:jane-pw"),
         Some(200)
     );
+
+    // Wrong bearer tokens count against the client that sends them, not against every token
+    // user: after one client's failures, another client's good token still works.
+    let basic = format!("Basic {}", mailfold_tests::base64(b"gina@globex:gina-pw"));
+    let (status, body) = raw_call(api, &from("192.0.2.1"), "POST", "/v1/tokens", &basic).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let good = format!("Bearer {}", issued["token"].as_str().unwrap());
+    let mut wrong = Vec::new();
+    for _ in 0..8 {
+        let answer = raw_call(
+            api,
+            &from("198.51.100.8"),
+            "GET",
+            "/v1/domains",
+            "Bearer mf1.x",
+        );
+        wrong.push(answer.map(|(status, _)| status));
+    }
+    assert_eq!(wrong.last(), Some(&Some(429)), "{wrong:?}");
+    let answer = raw_call(api, &from("192.0.2.2"), "GET", "/v1/domains", &good);
+    assert_eq!(answer.map(|(status, _)| status), Some(200));
 
     // Without the header the connection is closed unanswered.
     assert_eq!(raw_request(api, "", "jane@acme:jane-pw"), None);

@@ -6,8 +6,9 @@
 //! - Operator API: `Authorization: Bearer` with the operator token configured from a file,
 //!   compared in constant time.
 //!
-//! Failed attempts count against the login throttle shared with the mail front-ends (per
-//! client network and per account); past the budget the answer is `429` with `Retry-After`
+//! Failed attempts count against the login throttle shared with the mail front-ends: per
+//! client network, and per account for Basic logins (wrong tokens and operator tokens count
+//! per client, so no client can lock others out of them); past the budget the answer is `429` with `Retry-After`
 //! until the window has moved on, and every failure waits the configured delay before it is
 //! answered. A missing, malformed or wrong credential is one `401` with a `WWW-Authenticate`
 //! challenge; the log says which it was.
@@ -101,9 +102,12 @@ impl FromRequestParts<ApiState> for TenantAdmin {
             }
         };
 
+        // A token names no account worth guarding (its secret is 256 random bits), and one
+        // key for every token would let any client lock all token users out: wrong tokens
+        // count per client only.
         let (method, account) = match &credentials {
             Credentials::Basic { login, .. } => ("basic", login.to_lowercase()),
-            Credentials::Bearer(_) => ("bearer", "bearer-token".to_string()),
+            Credentials::Bearer(_) => ("bearer", format!("bearer@{ip}")),
         };
         if let Err(wait) = state.throttle().check(ip, &account) {
             state.record_login(method, "throttled");
@@ -151,7 +155,9 @@ impl FromRequestParts<ApiState> for Operator {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         let ip = peer_ip(parts);
         let refuse = || ApiError::unauthorized(OPERATOR_CHALLENGE);
-        if let Err(wait) = state.throttle().check(ip, "operator") {
+        // Counted per client, like tokens: a shared key would let anyone lock the operator out.
+        let account = format!("operator@{ip}");
+        if let Err(wait) = state.throttle().check(ip, &account) {
             state.record_login("operator", "throttled");
             return Err(ApiError::throttled(wait.as_secs()));
         }
@@ -164,13 +170,13 @@ impl FromRequestParts<ApiState> for Operator {
         let expected = state.settings().operator_token.as_deref();
         let accepted = matches!((given.as_deref(), expected), (Some(g), Some(e)) if same(g, e));
         if accepted {
-            state.throttle().succeeded(ip, "operator");
+            state.throttle().succeeded(ip, &account);
             state.record_login("operator", "accepted");
             return Ok(Operator);
         }
         tracing::warn!(%ip, "operator credentials refused");
         state.record_login("operator", "refused");
-        state.throttle().failed(ip, "operator");
+        state.throttle().failed(ip, &account);
         tokio::time::sleep(state.throttle().failure_delay()).await;
         Err(refuse())
     }
