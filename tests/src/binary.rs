@@ -60,6 +60,19 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// `N` free ports, no two alike: a port given back by one [`free_port`] call may be handed out
+/// again by the next, and two listeners on one port would fail the start.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut ports = Vec::with_capacity(N);
+    while ports.len() < N {
+        let port = free_port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    std::array::from_fn(|index| ports[index])
+}
+
 /// A `mailfold serve` process, killed on drop.
 pub struct Server {
     child: Option<Child>,

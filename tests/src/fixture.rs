@@ -267,6 +267,52 @@ pub fn state_swaps(seed: &std::path::Path) -> Vec<(String, String)> {
     ]
 }
 
+/// A mailbox of the quick start: login, password, store path on the `local` shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    /// The login, its primary address.
+    pub login: &'static str,
+    /// The password (the quick start's "<local part>-pw").
+    pub password: &'static str,
+    /// `mailfoldMailStore`.
+    pub store: &'static str,
+}
+
+/// `{ARGON2}`, the scheme Mailfold writes.
+pub const ALICE: Account = Account {
+    login: "alice@acme.test",
+    password: "alice-pw",
+    store: "2a/4c/u-0001",
+};
+
+/// `{CRYPT}` `$6$`.
+pub const BOB: Account = Account {
+    login: "bob@acme.test",
+    password: "bob-pw",
+    store: "46/90/u-0002",
+};
+
+/// Has deliver, imap and pop3 but not smtp.
+pub const CAROL: Account = Account {
+    login: "carol@acme.test",
+    password: "carol-pw",
+    store: "73/53/u-0003",
+};
+
+/// `{SSHA}`: cheap to verify, so logins add no hashing memory to a memory measurement.
+pub const FRANK: Account = Account {
+    login: "frank@acme.test",
+    password: "frank-pw",
+    store: "48/71/u-0006",
+};
+
+/// The catch-all target of globex.test.
+pub const INFO: Account = Account {
+    login: "info@globex.test",
+    password: "info-pw",
+    store: "e9/24/u-0101",
+};
+
 /// The swaps that point a quick-start configuration at `slapd` instead of the LDIF file,
 /// reading with the read-only service account.
 pub fn ldap_swaps(slapd: &Slapd, timeout: &str) -> Vec<(String, String)> {

@@ -9,13 +9,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mailfold_tests::binary::{Server, curl, free_port};
+use mailfold_tests::binary::{Server, curl, free_ports};
 use mailfold_tests::fixture::{self, API_ACCOUNT, SUFFIX};
 use mailfold_tests::repo_root;
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
-
-/// bob@acme.test's Maildir below the `local` shard.
-const BOB_STORE: &str = "46/90/u-0002";
 
 /// A 40-character operator token for the tests.
 const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdefghij";
@@ -45,7 +42,7 @@ impl Mailfold {
                 Some(Slapd::start(options).expect("starting slapd"))
             }
         };
-        let ports: Vec<u16> = distinct_ports(6);
+        let ports: [u16; 6] = free_ports();
         let config = write_config(folder.path(), &ports, slapd.as_ref(), tls);
         let log = folder.path().join("server.log");
         let server = if tls {
@@ -102,7 +99,7 @@ impl Mailfold {
             .folder
             .path()
             .join("var/mail")
-            .join(BOB_STORE)
+            .join(fixture::BOB.store)
             .join("new");
         let Ok(entries) = fs::read_dir(new) else {
             return Vec::new();
@@ -122,17 +119,6 @@ impl Mailfold {
             .map(str::to_string)
             .collect()
     }
-}
-
-fn distinct_ports(count: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    while ports.len() < count {
-        let port = free_port();
-        if !ports.contains(&port) {
-            ports.push(port);
-        }
-    }
-    ports
 }
 
 /// examples/quickstart.toml moved into `folder` on `ports` (api, mx, submission,
@@ -278,7 +264,7 @@ fn the_api_serves_https_with_the_tls_certificate() {
 #[test]
 fn the_openapi_document_is_served_and_the_operator_api_is_closed_without_a_token() {
     let folder = tempfile::tempdir().unwrap();
-    let ports = distinct_ports(6);
+    let ports: [u16; 6] = free_ports();
     let config = write_config(folder.path(), &ports, None, false);
     // The same configuration without the token file.
     let text = fs::read_to_string(&config).unwrap();
@@ -341,7 +327,7 @@ fn raw_request(port: u16, proxy: &str, login: &str) -> Option<u16> {
 #[test]
 fn behind_a_balancer_the_proxy_header_names_the_client_the_throttle_counts() {
     let folder = tempfile::tempdir().unwrap();
-    let ports = distinct_ports(6);
+    let ports: [u16; 6] = free_ports();
     let config = write_config(folder.path(), &ports, None, false);
     let text = fs::read_to_string(&config)
         .unwrap()

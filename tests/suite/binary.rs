@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mailfold_tests::binary::{Server, curl, free_port, run};
+use mailfold_tests::binary::{Server, curl, free_port, free_ports, run};
 use mailfold_tests::fixture::{self, SUFFIX};
 use mailfold_tests::repo_root;
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
@@ -11,6 +11,13 @@ use mailfold_tests::slapd::{Slapd, SlapdOptions};
 /// A copy of the quick-start configuration in a temporary folder, on a free port, with its
 /// state there too, so tests neither touch the repository's var/ nor collide with each other.
 fn quickstart_copy(folder: &Path, port: u16) -> PathBuf {
+    // Every listener on its own port, none of them `port`.
+    let others: [u16; 6] = loop {
+        let ports: [u16; 6] = free_ports();
+        if !ports.contains(&port) {
+            break ports;
+        }
+    };
     let seed = repo_root().join("examples/quickstart.ldif");
     let text = std::fs::read_to_string(repo_root().join("examples/quickstart.toml"))
         .unwrap()
@@ -22,12 +29,12 @@ fn quickstart_copy(folder: &Path, port: u16) -> PathBuf {
             &format!("{:?}", seed.display().to_string()),
         )
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
-        .replace("127.0.0.1:1110", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:1995", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:2525", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:2587", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:2465", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:2424", &format!("127.0.0.1:{}", free_port()));
+        .replace("127.0.0.1:1110", &format!("127.0.0.1:{}", others[0]))
+        .replace("127.0.0.1:1995", &format!("127.0.0.1:{}", others[1]))
+        .replace("127.0.0.1:2525", &format!("127.0.0.1:{}", others[2]))
+        .replace("127.0.0.1:2587", &format!("127.0.0.1:{}", others[3]))
+        .replace("127.0.0.1:2465", &format!("127.0.0.1:{}", others[4]))
+        .replace("127.0.0.1:2424", &format!("127.0.0.1:{}", others[5]));
     let path = folder.join("quickstart.toml");
     std::fs::write(&path, text).unwrap();
     path

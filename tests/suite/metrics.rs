@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mailfold_tests::binary::{Server, curl, free_port};
+use mailfold_tests::binary::{Server, curl, free_ports};
 use mailfold_tests::fixture::{self, SUFFIX};
 use mailfold_tests::repo_root;
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
@@ -342,7 +342,7 @@ struct Mailfold {
 impl Mailfold {
     fn start(backend: Backend) -> Mailfold {
         let folder = tempfile::tempdir().unwrap();
-        let ports = distinct_ports();
+        let ports = free_ports();
         let slapd = (backend == Backend::Slapd).then(|| {
             Slapd::start(SlapdOptions {
                 suffix: SUFFIX.to_string(),
@@ -453,19 +453,6 @@ impl Mailfold {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
-}
-
-/// Seven free ports, no two alike (a port given back by one [`free_port`] call may be handed
-/// out again by the next): api, mx, submission, submissions, lmtp, pop3, pop3s.
-fn distinct_ports() -> [u16; 7] {
-    let mut ports = Vec::new();
-    while ports.len() < 7 {
-        let port = free_port();
-        if !ports.contains(&port) {
-            ports.push(port);
-        }
-    }
-    [0, 1, 2, 3, 4, 5, 6].map(|i| ports[i])
 }
 
 /// Whether `port` greets like an SMTP (`220`) or POP3 (`+OK`) server.

@@ -20,32 +20,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mailfold_pop3::lock::{LOCK_FILE, STALE_AFTER};
 use mailfold_store::{Maildir, MessageInfo, QuotaLimit, Recipient, Store, deliver};
-use mailfold_tests::binary::{Server, free_port};
-use mailfold_tests::fixture::{self, SUFFIX};
+use mailfold_tests::binary::{Server, free_ports};
+use mailfold_tests::fixture::{self, ALICE, Account, FRANK, SUFFIX};
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
 use mailfold_tests::{base64, repo_root};
-
-/// A mailbox of the quick start: login, password, store path on the `local` shard.
-#[derive(Debug, Clone, Copy)]
-struct Account {
-    login: &'static str,
-    password: &'static str,
-    store: &'static str,
-}
-
-/// `{ARGON2}`, the scheme Mailfold writes.
-const ALICE: Account = Account {
-    login: "alice@acme.test",
-    password: "alice-pw",
-    store: "2a/4c/u-0001",
-};
-
-/// `{SSHA}`: cheap to verify, so logins add no hashing memory to a memory measurement.
-const FRANK: Account = Account {
-    login: "frank@acme.test",
-    password: "frank-pw",
-    store: "48/71/u-0006",
-};
 
 /// How long a client waits for any reply before the test fails.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -785,7 +763,7 @@ struct TestServer {
 impl TestServer {
     fn start(setup: Setup) -> TestServer {
         let folder = tempfile::tempdir().unwrap();
-        let (api, pop3, pop3s) = (free_port(), free_port(), free_port());
+        let [api, pop3, pop3s] = free_ports();
         let slapd = (setup.backend == Backend::Slapd).then(|| {
             Slapd::start(SlapdOptions {
                 suffix: SUFFIX.to_string(),

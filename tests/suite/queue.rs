@@ -11,12 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mailfold_tests::binary::{Server, free_port, mailfold_binary};
+use mailfold_tests::binary::{Server, free_port, free_ports, mailfold_binary};
 use mailfold_tests::fixture;
 use mailfold_tests::{base64, repo_root};
 
-/// alice@acme.test's store path on the `local` shard.
-const ALICE_STORE: &str = "2a/4c/u-0001";
 /// mallory@acme.test's, who forwards to mallory@elsewhere.example and alice.
 const MALLORY_STORE: &str = "67/dc/u-0011";
 const SRS_DOMAIN: &str = "fwd.example.test";
@@ -112,7 +110,7 @@ fn a_temporary_failure_is_retried_until_the_remote_accepts() {
     assert!(received[0].0.contains("later@example.org"));
     mailfold.wait_until_empty();
     assert!(
-        mailfold.messages(ALICE_STORE).is_empty(),
+        mailfold.messages(fixture::ALICE.store).is_empty(),
         "no bounce for a delivered message"
     );
 }
@@ -139,7 +137,7 @@ fn a_permanent_failure_bounces_to_the_sender_and_does_not_hold_the_other_recipie
     );
 
     // The report lands in alice's own mailbox (she is local): RFC 3464 multipart/report.
-    let reports = mailfold.wait_for_messages(ALICE_STORE, 1);
+    let reports = mailfold.wait_for_messages(fixture::ALICE.store, 1);
     let report = String::from_utf8_lossy(&reports[0]);
     for expected in [
         "Return-Path: <>\r\n",
@@ -170,7 +168,7 @@ fn a_message_past_its_lifetime_bounces_with_an_expiry_report() {
         "Subject: old\r\n\r\nx\r\n",
     );
 
-    let reports = mailfold.wait_for_messages(ALICE_STORE, 1);
+    let reports = mailfold.wait_for_messages(fixture::ALICE.store, 1);
     let report = String::from_utf8_lossy(&reports[0]);
     assert!(
         report.contains("Action: failed\r\nStatus: 4.4.7\r\n"),
@@ -199,7 +197,7 @@ fn a_bounce_that_cannot_be_delivered_is_dropped_not_bounced_again() {
     client.expect_reply("250");
     mailfold.wait_until_empty();
     // alice has the local copy only: nothing came back about the refused outside copy.
-    assert_eq!(mailfold.messages(ALICE_STORE).len(), 1);
+    assert_eq!(mailfold.messages(fixture::ALICE.store).len(), 1);
     assert!(mailfold.log_text().contains("undeliverable bounce dropped"));
 }
 
@@ -272,7 +270,7 @@ fn domains_without_a_route_go_to_their_mx_or_their_address_and_missing_ones_boun
     let deadline = Instant::now() + PATIENCE;
     loop {
         let reports: String = mailfold
-            .messages(ALICE_STORE)
+            .messages(fixture::ALICE.store)
             .iter()
             .map(|m| String::from_utf8_lossy(m).into_owned())
             .collect();
@@ -340,7 +338,7 @@ fn a_delay_warning_tells_the_sender_once_and_the_message_is_still_delivered() {
         &["busy@example.org"],
         "Subject: patience\r\n\r\nx\r\n",
     );
-    let reports = mailfold.wait_for_messages(ALICE_STORE, 1);
+    let reports = mailfold.wait_for_messages(fixture::ALICE.store, 1);
     let report = String::from_utf8_lossy(&reports[0]);
     assert!(
         report.contains("Subject: Delayed Mail (still being retried)\r\n"),
@@ -355,7 +353,7 @@ fn a_delay_warning_tells_the_sender_once_and_the_message_is_still_delivered() {
     peer.wait_for(1);
     mailfold.wait_until_empty();
     assert_eq!(
-        mailfold.messages(ALICE_STORE).len(),
+        mailfold.messages(fixture::ALICE.store).len(),
         1,
         "one warning, no failure report"
     );
@@ -396,7 +394,7 @@ fn a_message_over_the_remote_size_limit_bounces_without_being_sent() {
     mailfold.start();
     let big = format!("Subject: big\r\n\r\n{}", "0123456789abcdef\r\n".repeat(200));
     mailfold.submit("alice@acme.test", &["small@example.org"], &big);
-    let reports = mailfold.wait_for_messages(ALICE_STORE, 1);
+    let reports = mailfold.wait_for_messages(fixture::ALICE.store, 1);
     let report = String::from_utf8_lossy(&reports[0]);
     assert!(
         report.contains("Action: failed\r\nStatus: 5.3.4\r\n"),
@@ -475,7 +473,11 @@ fn an_alias_forwards_outside_with_srs_and_a_bounce_to_the_srs_address_reaches_th
     client.expect("RCPT TO:<partners@acme.test>", "250");
     client.send_message(b"Subject: to the partners\r\n\r\nhello\r\n");
     client.expect_reply("250");
-    assert_eq!(mailfold.messages(ALICE_STORE).len(), 1, "the local copy");
+    assert_eq!(
+        mailfold.messages(fixture::ALICE.store).len(),
+        1,
+        "the local copy"
+    );
 
     let received = peer.wait_for(1);
     let (meta, content) = &received[0];
@@ -538,7 +540,7 @@ fn a_mailbox_forward_address_sends_a_copy_outside_and_keeps_the_local_ones() {
     client.expect_reply("250");
     // mallory keeps a copy, alice (a local forward address) gets one, and one goes outside.
     assert_eq!(mailfold.messages(MALLORY_STORE).len(), 1);
-    assert_eq!(mailfold.messages(ALICE_STORE).len(), 1);
+    assert_eq!(mailfold.messages(fixture::ALICE.store).len(), 1);
     let received = peer.wait_for(1);
     assert!(
         received[0].0.contains("mallory@elsewhere.example"),
@@ -567,7 +569,7 @@ fn a_message_coming_back_to_its_forwarder_or_with_too_many_hops_is_refused_as_a_
     client.expect("RCPT TO:<alice@acme.test>", "250");
     client.send_message(format!("{hops}Subject: hops\r\n\r\nx\r\n").as_bytes());
     client.expect_reply("554 5.4.6");
-    assert!(mailfold.messages(ALICE_STORE).is_empty());
+    assert!(mailfold.messages(fixture::ALICE.store).is_empty());
     assert!(peer.messages().is_empty());
 }
 
@@ -928,7 +930,7 @@ impl Mailfold {
             data.push('\n');
         }
         fs::write(&seed, data).unwrap();
-        let ports: Vec<u16> = std::iter::repeat_with(free_port).take(5).collect();
+        let ports: [u16; 5] = free_ports();
         let (api, mx, submission) = (ports[0], ports[1], ports[2]);
 
         let text = fs::read_to_string(repo_root().join("examples/quickstart.toml")).unwrap();

@@ -14,44 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mailfold_tests::binary::{Server, free_port};
-use mailfold_tests::fixture::{self, SUFFIX};
+use mailfold_tests::binary::{Server, free_ports};
+use mailfold_tests::fixture::{self, ALICE, Account, BOB, CAROL, INFO, SUFFIX};
 use mailfold_tests::slapd::{Slapd, SlapdOptions};
 use mailfold_tests::{base64, repo_root};
-
-/// A mailbox of the quick start: address, password, store path on the `local` shard.
-#[derive(Debug, Clone, Copy)]
-struct Account {
-    login: &'static str,
-    password: &'static str,
-    store: &'static str,
-}
-
-const ALICE: Account = Account {
-    login: "alice@acme.test",
-    password: "alice-pw",
-    store: "2a/4c/u-0001",
-};
-
-const BOB: Account = Account {
-    login: "bob@acme.test",
-    password: "bob-pw",
-    store: "46/90/u-0002",
-};
-
-/// Has deliver, imap and pop3 but not smtp.
-const CAROL: Account = Account {
-    login: "carol@acme.test",
-    password: "carol-pw",
-    store: "73/53/u-0003",
-};
-
-/// The catch-all target of globex.test.
-const INFO: Account = Account {
-    login: "info@globex.test",
-    password: "info-pw",
-    store: "e9/24/u-0101",
-};
 
 /// A mailbox this suite adds, with room for 200 bytes only.
 const TINY: Account = Account {
@@ -631,7 +597,7 @@ struct TestServer {
 impl TestServer {
     fn start(setup: Setup) -> TestServer {
         let folder = tempfile::tempdir().unwrap();
-        let ports = distinct_ports();
+        let ports = free_ports();
         let seed = fixture::write_seed(folder.path(), setup.extra);
         let slapd = (setup.backend == Backend::Slapd).then(|| {
             Slapd::start(SlapdOptions {
@@ -771,19 +737,6 @@ impl TestServer {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
-}
-
-/// Five free ports, no two alike: a port given back by one [`free_port`] call may be handed
-/// out again by the next.
-fn distinct_ports() -> [u16; 5] {
-    let mut ports = Vec::new();
-    while ports.len() < 5 {
-        let port = free_port();
-        if !ports.contains(&port) {
-            ports.push(port);
-        }
-    }
-    [ports[0], ports[1], ports[2], ports[3], ports[4]]
 }
 
 fn greets(port: u16) -> bool {
