@@ -318,7 +318,8 @@ def operator_api(api, operator):
     made, _ = api.expect("create tenant", 201, "POST", "/v1/admin/tenants", auth=operator,
                          body={"id": "hooli", "name": "Hooli", "limits": {"max_domains": 1,
                                                                           "max_mailboxes": 2}})
-    check("tenant", made["id"] == "hooli" and made["limits"]["max_domains"] == 1, made)
+    check("tenant", made["id"] == "hooli" and made["name"] == "Hooli"
+          and made["limits"]["max_domains"] == 1, made)
     api.error("tenant twice", 409, "conflict", "POST", "/v1/admin/tenants", auth=operator,
               body={"id": "hooli"})
     api.error("bad tenant id", 422, "invalid", "POST", "/v1/admin/tenants", auth=operator,

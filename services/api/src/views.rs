@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 pub fn tenant(tenant: &Tenant) -> Value {
     json!({
         "id": tenant.id,
+        "name": tenant.name,
         "status": tenant.status.as_str(),
         "services": tenant.services.map(services),
         "limits": limits(&tenant.limits),

@@ -221,6 +221,8 @@ pub fn strictest(limits: &[Option<u64>]) -> u64 {
 pub struct Tenant {
     /// `mailfoldTenantId`.
     pub id: String,
+    /// `o`: the customer's name, if recorded.
+    pub name: Option<String>,
     /// The entry's DN.
     pub dn: String,
     /// Its own status.
@@ -239,6 +241,7 @@ impl Tenant {
         let id = required(entry, "mailfoldTenantId")?.to_string();
         Ok(Tenant {
             id,
+            name: entry.first("o").map(str::to_string),
             dn: entry.dn.clone(),
             status: Status::of(entry),
             services: Services::of(entry),
