@@ -272,7 +272,7 @@ pub fn state_swaps(seed: &std::path::Path) -> Vec<(String, String)> {
 pub struct Account {
     /// The login, its primary address.
     pub login: &'static str,
-    /// The password (the quick start's "<local part>-pw").
+    /// The password (the quick start's `<local part>-pw`).
     pub password: &'static str,
     /// `mailfoldMailStore`.
     pub store: &'static str,
